@@ -1,0 +1,1 @@
+//! forge-cache: see docs/ARCHITECTURE.md for what this crate owns.

@@ -1,0 +1,1 @@
+//! forge-executor: see docs/ARCHITECTURE.md for what this crate owns.

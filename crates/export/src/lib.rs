@@ -1,0 +1,1 @@
+//! forge-export: see docs/ARCHITECTURE.md for what this crate owns.

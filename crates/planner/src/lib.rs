@@ -1,0 +1,1 @@
+//! forge-planner: see docs/ARCHITECTURE.md for what this crate owns.

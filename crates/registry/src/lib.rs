@@ -1,0 +1,1 @@
+//! forge-registry: see docs/ARCHITECTURE.md for what this crate owns.

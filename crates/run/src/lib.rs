@@ -1,0 +1,1 @@
+//! forge-run: see docs/ARCHITECTURE.md for what this crate owns.

@@ -1,0 +1,78 @@
+//! The `forge` command line: parses arguments, dispatches to the library crates, renders
+//! errors and progress, and maps failures to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// forge: a daemonless Dockerfile build engine.
+#[derive(Debug, Parser)]
+#[command(name = "forge", version, about)]
+pub(crate) struct Cli {
+    /// The store's root directory (default: /var/lib/forge for root, $XDG_DATA_HOME/forge otherwise).
+    #[arg(long, global = true, env = "FORGE_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse a Dockerfile and print its instructions.
+    Parse(commands::parse::ParseArgs),
+    /// Run build checks (lints) on a Dockerfile.
+    Check(commands::check::CheckArgs),
+}
+
+/// The global options every command may need.
+#[derive(Debug, Clone)]
+pub(crate) struct Globals {
+    /// The store root in force.
+    #[allow(dead_code)]
+    pub(crate) root: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/forge");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("forge");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/forge")
+}
+
+fn nix_is_root() -> bool {
+    // /proc/self/status is always there on Linux; avoid unsafe geteuid in the binary.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let globals = Globals {
+        root: cli.root.clone().unwrap_or_else(default_root),
+    };
+    let result = match cli.command {
+        Command::Parse(args) => commands::parse::run(&globals, args),
+        Command::Check(args) => commands::check::run(&globals, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
