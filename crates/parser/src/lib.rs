@@ -3,9 +3,14 @@
 //! `.dockerignore` matching and lint checks. This crate does no I/O.
 
 mod ast;
+mod expand;
 
 pub use ast::{
     ArgDecl, Args, CacheSharing, Chmod, CommandLine, Copy, Directives, Dockerfile, From,
     Healthcheck, Heredoc, Instruction, InstructionKind, KeyValue, Mount, MountType, NetworkMode,
     Node, Pos, RawFlag, Run, SecurityMode, Span, Spanned,
+};
+pub use expand::{
+    expand_word, expand_word_with, expand_words, ExpandError, ExpandOptions, Expansion, VarSource,
+    WordsExpansion,
 };
