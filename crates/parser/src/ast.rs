@@ -70,6 +70,9 @@ pub struct Node {
     /// The instruction's logical line with continuations joined and comment lines dropped
     /// (heredoc bodies not included).
     pub original: String,
+    /// 1-based numbers of the whitespace-only lines inside this instruction's continuation
+    /// (legal, dropped, and reported by the NoEmptyContinuation lint).
+    pub empty_continuation_lines: Vec<usize>,
 }
 
 /// A `--name[=value]` flag exactly as written.

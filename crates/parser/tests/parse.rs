@@ -1,0 +1,142 @@
+//! Focused checks of `parse` on small inputs: the typed values and the located errors.
+
+use forge_parser::{
+    parse, Args, CacheSharing, Chmod, CommandLine, Healthcheck, InstructionKind, MountType,
+    NetworkMode,
+};
+
+fn kinds(text: &str) -> Vec<InstructionKind> {
+    parse(text)
+        .unwrap_or_else(|e| panic!("{}", e.render("Dockerfile")))
+        .instructions
+        .into_iter()
+        .map(|i| i.kind)
+        .collect()
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(d) => panic!("expected an error, got {d:#?}"),
+        Err(e) => format!("{}:{}: {}", e.line, e.column, e.message()),
+    }
+}
+
+#[test]
+fn continuation_joins_lines_and_drops_comments_and_blank_lines() {
+    let d = parse("FROM a\nRUN echo a \\\n  # comment\n\n   && echo b \\\n").unwrap();
+    let run = &d.instructions[1];
+    assert_eq!(run.node.args, Args::Shell("echo a    && echo b".into()));
+    assert_eq!(run.node.empty_continuation_lines, vec![4]);
+    assert_eq!(run.node.span.start.line, 2);
+    assert_eq!(run.node.span.end.line, 5);
+}
+
+#[test]
+fn exec_form_only_for_json_string_arrays() {
+    let k = kinds("FROM a\nCMD [\"a\", \"b\"]\nCMD [\"a\", 1]\nENTRYPOINT [a]\n");
+    assert_eq!(
+        k[1],
+        InstructionKind::Cmd(CommandLine::Exec(vec!["a".into(), "b".into()]))
+    );
+    assert_eq!(
+        k[2],
+        InstructionKind::Cmd(CommandLine::Shell("[\"a\", 1]".into()))
+    );
+    assert_eq!(
+        k[3],
+        InstructionKind::Entrypoint(CommandLine::Shell("[a]".into()))
+    );
+}
+
+#[test]
+fn run_mount_flags_are_typed() {
+    let k = kinds(
+        "FROM a\nRUN --mount=type=cache,target=/root/.cache,sharing=locked,id=x,mode=0755,uid=1 \
+         --mount=type=tmpfs,dst=/t,size=64m --network=none echo\n",
+    );
+    let InstructionKind::Run(run) = &k[1] else {
+        panic!("{k:?}")
+    };
+    assert_eq!(run.mounts.len(), 2);
+    assert_eq!(run.mounts[0].kind, MountType::Cache);
+    assert_eq!(run.mounts[0].target.as_deref(), Some("/root/.cache"));
+    assert_eq!(run.mounts[0].sharing, Some(CacheSharing::Locked));
+    assert_eq!(run.mounts[0].mode, Some(0o755));
+    assert_eq!(run.mounts[1].size, Some(64 << 20));
+    assert_eq!(run.network, Some(NetworkMode::None));
+}
+
+#[test]
+fn heredocs_follow_the_instruction() {
+    let d = parse("FROM a\nRUN <<EOF cat <<-'B'\necho $x\nEOF\n\tliteral\n\tB\nUSER me\n").unwrap();
+    let node = &d.instructions[1].node;
+    assert_eq!(node.heredocs.len(), 2);
+    assert_eq!(node.heredocs[0].body, "echo $x\n");
+    assert!(node.heredocs[0].expand);
+    assert_eq!(node.heredocs[1].body, "literal\n");
+    assert!(!node.heredocs[1].expand && node.heredocs[1].strip_tabs);
+    assert_eq!(node.span.end.line, 6);
+    assert_eq!(d.instructions[2].kind, InstructionKind::User("me".into()));
+}
+
+#[test]
+fn copy_and_healthcheck_flags() {
+    let k = kinds(
+        "FROM a\nCOPY --chmod=u+x,g-w --link --exclude=a --exclude=b x y /d/\n\
+         HEALTHCHECK --interval=1m30s --retries=3 CMD curl -f http://localhost/\n",
+    );
+    let InstructionKind::Copy(c) = &k[1] else {
+        panic!()
+    };
+    assert_eq!(c.chmod, Some(Chmod::Symbolic("u+x,g-w".into())));
+    assert!(c.link);
+    assert_eq!(c.exclude, ["a", "b"]);
+    assert_eq!(c.sources, ["x", "y"]);
+    assert_eq!(c.dest, "/d/");
+    let InstructionKind::Healthcheck(Healthcheck::Check {
+        interval, retries, ..
+    }) = &k[2]
+    else {
+        panic!()
+    };
+    assert_eq!(*interval, Some(90_000_000_000));
+    assert_eq!(*retries, Some(3));
+}
+
+#[test]
+fn errors_are_located() {
+    assert_eq!(
+        error("FROM a\n  FOO bar\n"),
+        "2:3: unknown instruction: FOO"
+    );
+    assert_eq!(error("FROM a\nRUN --foo echo\n"), "2:5: unknown flag: foo");
+    assert_eq!(
+        error("FROM a\nCOPY onlyone\n"),
+        "2:6: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+    );
+    assert_eq!(
+        error("FROM a AS\n"),
+        "1:6: FROM requires either one or three arguments"
+    );
+    assert_eq!(
+        error("FROM a\nSHELL /bin/sh -c\n"),
+        "2:7: SHELL requires the arguments to be in JSON form"
+    );
+    assert_eq!(
+        error("# escape=x\nFROM a\n"),
+        "1:10: invalid escape token 'x' does not match ` or \\"
+    );
+    assert_eq!(
+        error("# syntax=a\n# SYNTAX=b\nFROM a\n"),
+        "2:1: only one syntax parser directive can be used"
+    );
+    assert_eq!(
+        error("FROM a\nRUN <<EOF\nx\n"),
+        "2:1: unterminated heredoc \"EOF\""
+    );
+    assert_eq!(
+        error("FROM a\nONBUILD ONBUILD RUN x\n"),
+        "2:9: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+    );
+    assert_eq!(error("\n\n"), "1:1: file with no instructions");
+}
