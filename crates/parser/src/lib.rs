@@ -3,8 +3,12 @@
 //! `.dockerignore` matching and lint checks. This crate does no I/O.
 
 mod ast;
+mod error;
+mod parse;
 mod expand;
 
+pub use error::{ParseError, ParseErrorKind};
+pub use parse::parse;
 pub use ast::{
     ArgDecl, Args, CacheSharing, Chmod, CommandLine, Copy, Directives, Dockerfile, From,
     Healthcheck, Heredoc, Instruction, InstructionKind, KeyValue, Mount, MountType, NetworkMode,
