@@ -6,6 +6,7 @@ mod ast;
 mod error;
 mod parse;
 mod expand;
+mod ignore;
 
 pub use error::{ParseError, ParseErrorKind};
 pub use parse::parse;
@@ -18,3 +19,4 @@ pub use expand::{
     expand_word, expand_word_with, expand_words, ExpandError, ExpandOptions, Expansion, VarSource,
     WordsExpansion,
 };
+pub use ignore::{ignore_file_candidates, IgnoreError, IgnoreMatcher};
