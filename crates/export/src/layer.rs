@@ -1,0 +1,327 @@
+//! Snapshot directory -> OCI layer tar: deterministic order, overlay whiteouts and opaque
+//! directories turned into `.wh.` entries, hardlinks, xattrs, compression, digests computed while
+//! streaming.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use oci_spec::image::{Descriptor, Digest, MediaType};
+
+use crate::hash::HashingWriter;
+use crate::sys;
+use crate::tarfmt::{self, Header, Kind};
+use crate::ExportError;
+
+/// How a layer's tar stream is compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
+    Uncompressed,
+    /// gzip with a fixed header (no name, mtime 0), so equal tars give equal blobs.
+    #[default]
+    Gzip,
+    /// zstd (`application/vnd.oci.image.layer.v1.tar+zstd`).
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type(self) -> MediaType {
+        match self {
+            Compression::Uncompressed => MediaType::ImageLayer,
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
+        }
+    }
+}
+
+/// Options of [`write_layer`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// Compression level; `None` is gzip 6 / zstd 3.
+    pub level: Option<i32>,
+    /// SOURCE_DATE_EPOCH: file mtimes later than this are clamped to it.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What [`write_layer`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar (goes into the image config's rootfs.diff_ids).
+    pub diff_id: Digest,
+    /// sha256 of the blob as written (goes into the manifest).
+    pub digest: Digest,
+    /// Size of the blob as written.
+    pub size: u64,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+    pub media_type: MediaType,
+}
+
+impl LayerInfo {
+    /// The manifest descriptor of this layer blob.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(self.media_type.clone(), self.size, self.digest.clone())
+    }
+}
+
+/// The compressing stage of the pipeline.
+enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Uncompressed => Encoder::Plain(inner),
+            Compression::Gzip => {
+                let level = level.unwrap_or(6).clamp(0, 9) as u32;
+                // No file name, mtime 0, OS "unknown": the header carries nothing that varies.
+                let gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(inner, flate2::Compression::new(level));
+                Encoder::Gzip(gz)
+            }
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
+                inner,
+                level.unwrap_or(3),
+            )?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(gz) => gz.finish(),
+            Encoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+type TarSink<W> = BufWriter<HashingWriter<Encoder<HashingWriter<W>>>>;
+
+fn write_err(source: io::Error) -> ExportError {
+    ExportError::Write {
+        what: "layer".to_owned(),
+        source,
+    }
+}
+
+/// Writes the layer tar of `snapshot_dir` to `out` and returns its digests.
+///
+/// The directory is read in overlayfs upperdir format: a character device 0/0 is a whiteout
+/// (`.wh.<name>`), a directory with `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`) is
+/// opaque (`<dir>/.wh..wh..opq` after it). A plain directory has neither and is written as it is.
+/// Entries come depth first, each directory's entries sorted by name bytes, parents before
+/// children. Sockets are skipped, as Docker does.
+pub fn write_layer(
+    snapshot_dir: &Path,
+    out: impl Write,
+    opts: &LayerOptions,
+) -> Result<LayerInfo, ExportError> {
+    let encoder =
+        Encoder::new(HashingWriter::new(out), opts.compression, opts.level).map_err(write_err)?;
+    let mut sink: TarSink<_> = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
+    let mut walker = Walker {
+        opts,
+        hardlinks: HashMap::new(),
+    };
+    walker.walk(snapshot_dir, b"", &mut sink)?;
+    tarfmt::write_end(&mut sink).map_err(write_err)?;
+    let tar_hasher = sink.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let (encoder, diff_id, uncompressed_size) = tar_hasher.finish();
+    let blob_hasher = encoder.finish().map_err(write_err)?;
+    let (mut out, digest, size) = blob_hasher.finish();
+    out.flush().map_err(write_err)?;
+    Ok(LayerInfo {
+        diff_id,
+        digest,
+        size,
+        uncompressed_size,
+        media_type: opts.compression.media_type(),
+    })
+}
+
+struct Walker<'a> {
+    opts: &'a LayerOptions,
+    /// (dev, ino) of multiply-linked files -> the tar path of their first occurrence.
+    hardlinks: HashMap<(u64, u64), Vec<u8>>,
+}
+
+const OPAQUE_XATTRS: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
+
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+impl Walker<'_> {
+    fn mtime(&self, meta: &fs::Metadata) -> i64 {
+        match self.opts.source_date_epoch {
+            Some(epoch) => meta.mtime().min(epoch),
+            None => meta.mtime(),
+        }
+    }
+
+    fn walk<W: Write>(&mut self, dir: &Path, rel: &[u8], sink: &mut W) -> Result<(), ExportError> {
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ExportError::ReadTree { path, source }
+        };
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(read_err(dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(read_err(dir))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            let mut tar_path = rel.to_vec();
+            tar_path.extend_from_slice(name.as_bytes());
+            let ft = meta.file_type();
+            if ft.is_char_device() && meta.rdev() == 0 {
+                let mut wh = rel.to_vec();
+                wh.extend_from_slice(b".wh.");
+                wh.extend_from_slice(name.as_bytes());
+                let mut h = Header::file(&wh, 0);
+                h.mode = meta.mode() & 0o7777;
+                h.mtime = self.mtime(&meta);
+                tarfmt::write_header(sink, &h).map_err(write_err)?;
+                continue;
+            }
+            if ft.is_socket() {
+                continue;
+            }
+            let xattrs = sys::list_xattrs(&sys::cpath(&path).map_err(read_err(&path))?)
+                .map_err(read_err(&path))?;
+            let opaque = ft.is_dir()
+                && xattrs
+                    .iter()
+                    .any(|(k, v)| OPAQUE_XATTRS.contains(&k.as_slice()) && v == b"y");
+            // An overlay "xwhiteout" (regular file marked by xattr) is a whiteout too.
+            if ft.is_file()
+                && xattrs
+                    .iter()
+                    .any(|(k, _)| k.ends_with(b".overlay.whiteout"))
+                && meta.len() == 0
+            {
+                let mut wh = rel.to_vec();
+                wh.extend_from_slice(b".wh.");
+                wh.extend_from_slice(name.as_bytes());
+                let mut h = Header::file(&wh, 0);
+                h.mtime = self.mtime(&meta);
+                tarfmt::write_header(sink, &h).map_err(write_err)?;
+                continue;
+            }
+            let xattrs: Vec<_> = xattrs
+                .into_iter()
+                .filter(|(k, _)| !is_overlay_xattr(k))
+                .collect();
+            let mut h = Header {
+                path: b"",
+                link: b"",
+                kind: Kind::File,
+                mode: meta.mode() & 0o7777,
+                uid: u64::from(meta.uid()),
+                gid: u64::from(meta.gid()),
+                size: 0,
+                mtime: self.mtime(&meta),
+                dev_major: 0,
+                dev_minor: 0,
+                xattrs: &xattrs,
+            };
+            if ft.is_dir() {
+                let mut dir_path = tar_path.clone();
+                dir_path.push(b'/');
+                h.kind = Kind::Dir;
+                h.path = &dir_path;
+                tarfmt::write_header(sink, &h).map_err(write_err)?;
+                if opaque {
+                    let mut opq = dir_path.clone();
+                    opq.extend_from_slice(b".wh..wh..opq");
+                    let mut oh = Header::file(&opq, 0);
+                    oh.mtime = h.mtime;
+                    tarfmt::write_header(sink, &oh).map_err(write_err)?;
+                }
+                self.walk(&path, &dir_path, sink)?;
+                continue;
+            }
+            let link_target;
+            h.path = &tar_path;
+            if ft.is_file() {
+                if meta.nlink() > 1 {
+                    if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                        link_target = first.clone();
+                        h.kind = Kind::Hardlink;
+                        h.link = &link_target;
+                        tarfmt::write_header(sink, &h).map_err(write_err)?;
+                        continue;
+                    }
+                    self.hardlinks
+                        .insert((meta.dev(), meta.ino()), tar_path.clone());
+                }
+                h.size = meta.len();
+                tarfmt::write_header(sink, &h).map_err(write_err)?;
+                let file = File::open(&path).map_err(read_err(&path))?;
+                tarfmt::write_data(sink, file, meta.len()).map_err(|source| {
+                    if source.kind() == io::ErrorKind::UnexpectedEof {
+                        ExportError::ReadTree {
+                            path: path.clone(),
+                            source,
+                        }
+                    } else {
+                        write_err(source)
+                    }
+                })?;
+                continue;
+            }
+            if ft.is_symlink() {
+                link_target = fs::read_link(&path)
+                    .map_err(read_err(&path))?
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
+                h.kind = Kind::Symlink;
+                h.link = &link_target;
+            } else if ft.is_char_device() || ft.is_block_device() {
+                h.kind = if ft.is_char_device() {
+                    Kind::Char
+                } else {
+                    Kind::Block
+                };
+                h.dev_major = nix::sys::stat::major(meta.rdev());
+                h.dev_minor = nix::sys::stat::minor(meta.rdev());
+            } else if ft.is_fifo() {
+                h.kind = Kind::Fifo;
+            }
+            tarfmt::write_header(sink, &h).map_err(write_err)?;
+        }
+        Ok(())
+    }
+}
