@@ -7,6 +7,7 @@ mod error;
 mod parse;
 mod expand;
 mod ignore;
+mod lint;
 
 pub use error::{ParseError, ParseErrorKind};
 pub use parse::parse;
@@ -20,3 +21,4 @@ pub use expand::{
     WordsExpansion,
 };
 pub use ignore::{ignore_file_candidates, IgnoreError, IgnoreMatcher};
+pub use lint::{check, check_with, CheckConfig, Finding, RULES};
