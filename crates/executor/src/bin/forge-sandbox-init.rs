@@ -1,0 +1,3 @@
+fn main() {
+    forge_executor::sandbox_init_main()
+}

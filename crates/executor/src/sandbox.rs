@@ -1,0 +1,239 @@
+//! [`run`]: one step, start to finish, on either backend. The parts both backends share live
+//! here: checking the spec, the per-run directory with the /etc files, cache directories and
+//! their locks, the step's environment, the cgroup, and cleaning mount points out of the layer.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::cgroups::StepCgroup;
+use crate::error::ExecError;
+use crate::layer::remove_mount_traces;
+use crate::mounts::{RunLayout, ETC_FILES};
+use crate::native::{run_native, BackendResult};
+use crate::spec::{
+    ExitKind, MountSpec, RunOutcome, Runtime, SandboxConfig, SandboxSpec, SecurityMode, Stream,
+    DEFAULT_PATH,
+};
+use crate::syscall::LinuxSyscall;
+
+/// Runs one step in a sandbox: its stdout and stderr go to `output` as they come. On success
+/// the upperdir holds the step's layer (whiteouts and opaque directories included, mount-point
+/// traces removed). A step that exits non-zero gives [`ExecError::StepFailed`].
+pub fn run(
+    config: &SandboxConfig,
+    spec: &SandboxSpec,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<RunOutcome, ExecError> {
+    validate(spec)?;
+    let run_dir = RunDir::create(&config.state_dir)?;
+    let layout = RunLayout {
+        dir: run_dir.path.clone(),
+    };
+    write_etc_files(spec, &layout)?;
+    let _locks = prepare_caches(spec)?;
+    let env = step_env(spec);
+    let result = match &config.runtime {
+        Runtime::Native => {
+            let cgroup = StepCgroup::create(&run_dir.name, &spec.limits)?;
+            run_native(config, spec, &layout, env, cgroup.as_ref(), output)?
+        }
+        Runtime::Runc { binary } => {
+            crate::runc::run_runc(binary, config, spec, &layout, &run_dir.name, env, output)?
+        }
+    };
+    let BackendResult { trace, exit, tail } = result;
+    remove_mount_traces(&LinuxSyscall, &spec.upperdir, &spec.lowerdirs, &trace)?;
+    if exit != ExitKind::Code(0) {
+        return Err(ExecError::StepFailed {
+            command: spec.argv.join(" "),
+            exit,
+            output_tail: tail,
+        });
+    }
+    Ok(RunOutcome {
+        upperdir: spec.upperdir.clone(),
+    })
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), ExecError> {
+    if spec.argv.is_empty() {
+        return Err(ExecError::EmptyCommand);
+    }
+    if spec.security == SecurityMode::Insecure && !spec.allow_insecure {
+        return Err(ExecError::InsecureNotAllowed);
+    }
+    let mut ssh = 0;
+    let targets = spec.mounts.iter().filter_map(|m| {
+        let t = m.target(ssh);
+        if matches!(m, MountSpec::Ssh { .. }) {
+            ssh += 1;
+        }
+        t
+    });
+    for path in std::iter::once(spec.cwd.clone()).chain(targets) {
+        if !path.starts_with('/') {
+            return Err(ExecError::RelativePath { path });
+        }
+    }
+    Ok(())
+}
+
+/// A private directory for one run, removed afterwards unless something is still mounted
+/// under it (better to leak a directory than to delete through a mount).
+#[derive(Debug)]
+pub(crate) struct RunDir {
+    pub(crate) path: PathBuf,
+    pub(crate) name: String,
+}
+
+impl RunDir {
+    fn create(state_dir: &Path) -> Result<Self, ExecError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| ExecError::fs("create directory", state_dir, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "forge-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = state_dir.join(&name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| ExecError::fs("create directory", &path, e))?;
+        for sub in ["rootfs", "empty", "etc", "secrets"] {
+            let p = path.join(sub);
+            std::fs::create_dir(&p).map_err(|e| ExecError::fs("create directory", &p, e))?;
+        }
+        Ok(RunDir { path, name })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.path.display().to_string();
+        let busy = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|mount_point| mount_point.starts_with(&prefix));
+        if !busy {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn write_etc_files(spec: &SandboxSpec, layout: &RunLayout) -> Result<(), ExecError> {
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        spec.hostname
+    );
+    for (name, ip) in &spec.extra_hosts {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    for name in ETC_FILES {
+        let content: &[u8] = match *name {
+            "hosts" => hosts.as_bytes(),
+            "hostname" => spec.hostname.as_bytes(),
+            _ => &resolv,
+        };
+        let path = layout.etc_file(name);
+        let content = if *name == "hostname" {
+            [content, b"\n"].concat()
+        } else {
+            content.to_vec()
+        };
+        std::fs::write(&path, content).map_err(|e| ExecError::fs("write", &path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| ExecError::fs("chmod", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Creates missing cache directories (with their mode and owner) and takes the locks of
+/// `sharing=locked` caches, held until the returned guards drop.
+fn prepare_caches(spec: &SandboxSpec) -> Result<Vec<Flock<std::fs::File>>, ExecError> {
+    let mut locks = Vec::new();
+    for mount in &spec.mounts {
+        let MountSpec::Cache {
+            host_dir,
+            mode,
+            uid,
+            gid,
+            lock_file,
+            ..
+        } = mount
+        else {
+            continue;
+        };
+        if let Some(lock) = lock_file {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lock)
+                .map_err(|err| ExecError::Lock {
+                    path: lock.clone(),
+                    err,
+                })?;
+            let guard = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+                ExecError::Lock {
+                    path: lock.clone(),
+                    err: errno.into(),
+                }
+            })?;
+            locks.push(guard);
+        }
+        if !host_dir.exists() {
+            if let Some(parent) = host_dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| ExecError::fs("create directory", parent, e))?;
+            }
+            std::fs::create_dir(host_dir)
+                .map_err(|e| ExecError::fs("create cache directory", host_dir, e))?;
+            std::fs::set_permissions(host_dir, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| ExecError::fs("chmod", host_dir, e))?;
+            std::os::unix::fs::chown(host_dir, Some(*uid), Some(*gid))
+                .map_err(|e| ExecError::fs("chown", host_dir, e))?;
+        }
+    }
+    Ok(locks)
+}
+
+/// The step's environment: its own variables, Docker's PATH when it has none, secrets given
+/// as env, and SSH_AUTH_SOCK for the first ssh mount. Nothing of forge's environment.
+pub(crate) fn step_env(spec: &SandboxSpec) -> Vec<String> {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let has = |env: &[String], key: &str| env.iter().any(|kv| kv.split('=').next() == Some(key));
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    let mut ssh = 0;
+    for mount in &spec.mounts {
+        match mount {
+            MountSpec::Secret {
+                env: Some(name),
+                content,
+                ..
+            } => env.push(format!("{name}={}", String::from_utf8_lossy(content))),
+            MountSpec::Ssh { .. } => {
+                if ssh == 0 && !has(&env, "SSH_AUTH_SOCK") {
+                    if let Some(t) = mount.target(0) {
+                        env.push(format!("SSH_AUTH_SOCK={t}"));
+                    }
+                }
+                ssh += 1;
+            }
+            _ => {}
+        }
+    }
+    env
+}

@@ -1,0 +1,6 @@
+//! The sandbox's integration tests, as root: real namespaces, overlays and runc. They fail
+//! (never skip) when not run as root.
+
+mod support;
+
+mod basics;
