@@ -4,3 +4,6 @@
 mod support;
 
 mod basics;
+mod isolation;
+mod limits;
+mod mounts;
