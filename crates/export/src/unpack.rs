@@ -410,7 +410,7 @@ impl Unpacker<'_> {
         }
 
         if let Some(target) = name.strip_prefix(b".wh.") {
-            return self.whiteout(parent_comps, target, &entry);
+            return self.whiteout(parent_comps, target, &meta, &entry);
         }
 
         let parent = self.parent(parent_comps, &entry)?;
@@ -543,6 +543,7 @@ impl Unpacker<'_> {
         &mut self,
         parent_comps: &[Vec<u8>],
         target: &[u8],
+        meta: &Meta,
         entry: &Path,
     ) -> Result<(), ExportError> {
         if target == b".wh..opq" {
@@ -574,6 +575,7 @@ impl Unpacker<'_> {
                     0,
                 )
                 .map_err(|e| Self::unpack_err(entry, "creating the whiteout device")(e.into()))?;
+                self.meta_at(parent.as_raw_fd(), target, meta, entry, false)?;
             }
             Mode::Flatten => {
                 if let Some(parent) = self.walk(parent_comps, false, entry)? {
