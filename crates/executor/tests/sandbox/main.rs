@@ -7,3 +7,4 @@ mod basics;
 mod isolation;
 mod limits;
 mod mounts;
+mod runc;

@@ -171,7 +171,10 @@ pub(crate) fn tree(root: &Path) -> Vec<String> {
             let rel = path.strip_prefix(root).unwrap().display().to_string();
             let what = if meta.is_dir() {
                 stack.push(path.clone());
-                "dir".to_owned()
+                match xattr::get(&path, "trusted.overlay.opaque").unwrap() {
+                    Some(v) if v == b"y" => "dir opaque".to_owned(),
+                    _ => "dir".to_owned(),
+                }
             } else if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&path).unwrap().display())
             } else if meta.is_file() {
