@@ -1,0 +1,285 @@
+//! Blobs by sha256 digest in `oci/blobs/sha256/<hex>`: written through a staging file that is
+//! hashed as it is written, checked against the expected digest, fsynced and renamed into place;
+//! read back only after their bytes are hashed again.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use oci_spec::image::{Digest, DigestAlgorithm};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Result, StoreError};
+use crate::fsutil;
+use crate::store::{LeaseItem, Store};
+
+/// A blob that is in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its sha256 digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Streams a new blob into the store (e.g. a layer being compressed): write to it, then
+/// [`BlobWriter::commit`]. Dropped without commit, it leaves nothing behind.
+#[derive(Debug)]
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("open until commit").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Finishes the blob: checks it against `expected` (digest and size) when given, fsyncs it,
+    /// and publishes it under its digest. Returns its digest and size.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
+        let mut file = self.file.take().expect("open until commit");
+        file.flush().map_err(StoreError::io("write", &self.path))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| StoreError::io("write", &self.path)(e.into_error()))?;
+        file.sync_all()
+            .map_err(StoreError::io("fsync", &self.path))?;
+        drop(file);
+        let hex = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let digest = sha256_digest(&hex);
+        if let Some(expected) = expected {
+            if expected != &digest {
+                let _ = fs::remove_file(&self.path);
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        let store = self.store;
+        let target = store.blob_path(&digest)?;
+        let _gc = store.gc_shared()?;
+        {
+            let _entry = store.entry_lock(&format!("blob-{hex}"))?;
+            // Renaming over an existing blob is fine: same digest, and a verified copy replaces a
+            // possibly damaged one.
+            fsutil::rename(&self.path, &target)?;
+        }
+        fsutil::fsync_dir(target.parent().expect("blob paths have a parent"))?;
+        store.pin(LeaseItem::Blob(digest.clone()))?;
+        Ok(BlobInfo {
+            digest,
+            size: self.size,
+        })
+    }
+}
+
+pub(crate) fn sha256_digest(hex: &str) -> Digest {
+    Digest::from_str(&format!("sha256:{hex}")).expect("64 hex digits make a valid sha256 digest")
+}
+
+fn sha256_hex(digest: &Digest) -> Result<&str> {
+    match digest.algorithm() {
+        DigestAlgorithm::Sha256 => Ok(digest.digest()),
+        _ => Err(StoreError::UnsupportedDigest {
+            digest: digest.to_string(),
+        }),
+    }
+}
+
+/// sha256 of a file's bytes, as hex.
+pub(crate) fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Store {
+    /// Starts a new blob to be streamed in.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
+        let path = self.staging.join(fsutil::unique_name("blob"));
+        let file = File::create(&path).map_err(StoreError::io("create", &path))?;
+        Ok(BlobWriter {
+            store: self,
+            path,
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Copies a blob in from `reader`, checking it against `expected` when given (a blob pulled
+    /// from a registry is always checked: pass its descriptor's digest).
+    pub fn put_blob_from_reader(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<BlobInfo> {
+        let mut w = self.blob_writer()?;
+        let path = w.path.clone();
+        io::copy(&mut reader, &mut w).map_err(StoreError::io("write blob", path))?;
+        w.commit(expected)
+    }
+
+    /// Stores a blob held in memory (a manifest, a config).
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let mut w = self.blob_writer()?;
+        let path = w.path.clone();
+        w.write_all(bytes)
+            .map_err(StoreError::io("write blob", path))?;
+        w.commit(None)
+    }
+
+    /// Where a blob lives (or would live); only sha256 digests are supported.
+    pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
+        let hex = sha256_hex(digest)?;
+        Ok(self.oci_dir().join("blobs/sha256").join(hex))
+    }
+
+    /// Whether the blob is present (not whether its bytes are intact: see [`Store::verify_blob`]).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).map(|p| p.is_file()).unwrap_or(false)
+    }
+
+    /// The size of a present blob.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.to_string(),
+            }),
+            Err(e) => Err(StoreError::io("stat", path)(e)),
+        }
+    }
+
+    /// Hashes a blob's bytes; a blob that no longer matches its digest is removed and reported
+    /// as [`StoreError::CorruptBlob`], so the caller refetches or rebuilds it.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest)?;
+        let actual = match hash_file(&path) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound {
+                    digest: digest.to_string(),
+                })
+            }
+            Err(e) => return Err(StoreError::io("read blob", path)(e)),
+        };
+        if actual == sha256_hex(digest)? {
+            return Ok(());
+        }
+        self.remove_corrupt(digest, &path)?;
+        Err(StoreError::CorruptBlob {
+            digest: digest.to_string(),
+            actual: format!("sha256:{actual}"),
+            path,
+        })
+    }
+
+    /// Opens a blob for reading after checking its bytes (see [`Store::verify_blob`]); the file is
+    /// positioned at its start. It is also pinned by this store's session lease.
+    pub fn open_blob_verified(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest)?;
+        {
+            let _gc = self.gc_shared()?;
+            if !path.is_file() {
+                return Err(StoreError::BlobNotFound {
+                    digest: digest.to_string(),
+                });
+            }
+            self.pin(LeaseItem::Blob(digest.clone()))?;
+        }
+        // Hash the very file we hand out, so a swap between check and open cannot slip through.
+        let mut file = File::open(&path).map_err(StoreError::io("open blob", &path))?;
+        let mut h = Sha256::new();
+        io::copy(&mut file, &mut HashWriter(&mut h)).map_err(StoreError::io("read blob", &path))?;
+        let actual = hex::encode(h.finalize());
+        if actual != sha256_hex(digest)? {
+            drop(file);
+            self.remove_corrupt(digest, &path)?;
+            return Err(StoreError::CorruptBlob {
+                digest: digest.to_string(),
+                actual: format!("sha256:{actual}"),
+                path,
+            });
+        }
+        file.rewind().map_err(StoreError::io("seek blob", &path))?;
+        Ok(file)
+    }
+
+    /// Reads a whole (small) blob after checking it: manifests, configs, indexes.
+    pub fn read_blob_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut f = self.open_blob_verified(digest)?;
+        let path = self.blob_path(digest)?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)
+            .map_err(StoreError::io("read blob", path))?;
+        Ok(out)
+    }
+
+    /// Removes a damaged blob, unless a good copy replaced it meanwhile (checked under its lock).
+    fn remove_corrupt(&self, digest: &Digest, path: &Path) -> Result<()> {
+        let hex = sha256_hex(digest)?;
+        let _gc = self.gc_shared()?;
+        let _entry = self.entry_lock(&format!("blob-{hex}"))?;
+        match hash_file(path) {
+            Ok(h) if h == hex => Ok(()),
+            Ok(_) => fsutil::remove_any(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("read blob", path)(e)),
+        }
+    }
+
+    /// Every blob digest in the store.
+    pub fn list_blobs(&self) -> Result<Vec<Digest>> {
+        let dir = self.oci_dir().join("blobs/sha256");
+        Ok(crate::store::read_dir_names(&dir)?
+            .into_iter()
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|n| sha256_digest(&n))
+            .collect())
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
