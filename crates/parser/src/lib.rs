@@ -4,12 +4,17 @@
 
 mod ast;
 mod error;
+mod json;
 mod parse;
 mod expand;
 mod ignore;
 mod lint;
 
 pub use error::{ParseError, ParseErrorKind};
+pub use json::{
+    json_document, text_listing, JsonDirectives, JsonDocument, JsonHeredoc, JsonInstruction,
+    JsonPair, JSON_SCHEMA_VERSION,
+};
 pub use parse::parse;
 pub use ast::{
     ArgDecl, Args, CacheSharing, Chmod, CommandLine, Copy, Directives, Dockerfile, From,
