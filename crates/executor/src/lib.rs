@@ -5,6 +5,7 @@
 
 mod cgroups;
 mod error;
+mod fileop;
 mod init;
 mod layer;
 mod mounts;
@@ -18,6 +19,7 @@ mod syscall;
 mod user;
 
 pub use error::ExecError;
+pub use fileop::{copy, resolve_sources, ChmodSpec, CopyReport, CopySource, CopySpec, FileOpError};
 pub use spec::{
     ExitKind, MountSpec, NetworkMode, ResourceLimits, RunOutcome, Runtime, SandboxConfig,
     SandboxSpec, SecurityMode, Stream, DEFAULT_PATH,

@@ -1,0 +1,341 @@
+//! The recursive copy itself, with fsutil's (`cp -a`-like) rules: symlinks are copied as links
+//! and never followed, hardlinks between copied files stay hardlinks, devices and fifos are
+//! recreated, and each entry gets its owner (per the COPY's owner policy), mode (with
+//! `--chmod`), atime/mtime and xattrs. Directory times are set after their contents.
+//! Nothing below the top-level target is ever resolved through a destination symlink: files
+//! replace what was there, directories refuse to merge into a non-directory.
+
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::error::{io_err, FileOpError};
+use super::mode::ChmodSpec;
+use super::owner::Owner;
+use super::pattern::PatternSet;
+use super::CopyReport;
+
+/// Xattrs that describe the overlay itself; copying them into an upperdir would corrupt it.
+const SKIPPED_XATTR_PREFIX: &str = "trusted.overlay.";
+
+/// Copies trees with one COPY's owner, mode and exclusion settings.
+#[derive(Debug)]
+pub(crate) struct Copier<'a> {
+    chown: Option<Owner>,
+    keep_source_owner: bool,
+    chmod: Option<&'a ChmodSpec>,
+    excludes: &'a PatternSet,
+    inodes: HashMap<(u64, u64), PathBuf>,
+    pub(crate) report: CopyReport,
+}
+
+impl<'a> Copier<'a> {
+    pub(crate) fn new(
+        chown: Option<Owner>,
+        keep_source_owner: bool,
+        chmod: Option<&'a ChmodSpec>,
+        excludes: &'a PatternSet,
+    ) -> Self {
+        Self {
+            chown,
+            keep_source_owner,
+            chmod,
+            excludes,
+            inodes: HashMap::new(),
+            report: CopyReport::default(),
+        }
+    }
+
+    /// The owner a copied entry gets: `--chown`, else the source's owner from another stage,
+    /// else root (BuildKit resets build-context files to 0:0).
+    pub(crate) fn owner_for(&self, meta: &Metadata) -> Owner {
+        self.chown.unwrap_or(if self.keep_source_owner {
+            Owner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }
+        } else {
+            Owner { uid: 0, gid: 0 }
+        })
+    }
+
+    fn mode_for(&self, meta: &Metadata) -> u32 {
+        let perm = meta.mode() & 0o7777;
+        self.chmod.map_or(perm, |c| c.apply(perm, meta.is_dir()))
+    }
+
+    /// Whether `rel` is excluded by `--exclude` (a directory stays when a `!` pattern may
+    /// re-include something inside it).
+    pub(crate) fn is_excluded(&self, rel: &str, is_dir: bool) -> bool {
+        rel != "."
+            && !self.excludes.is_empty()
+            && self.excludes.matches(rel)
+            && !(is_dir && self.excludes.may_reinclude_below(rel))
+    }
+
+    /// MkdirAll with fsutil's rules: missing directories get 0755 and the `--chown` owner.
+    pub(crate) fn mkdir_all(&mut self, path: &Path) -> Result<(), FileOpError> {
+        let mut missing = Vec::new();
+        let mut cur = path;
+        loop {
+            match fs::symlink_metadata(cur) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(FileOpError::NotADirectory {
+                        dest: cur.to_path_buf(),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing.push(cur.to_path_buf());
+                    match cur.parent() {
+                        Some(p) => cur = p,
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(io_err("lstat", cur)(e)),
+            }
+        }
+        for dir in missing.into_iter().rev() {
+            fs::create_dir(&dir).map_err(io_err("mkdir", &dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("chmod", &dir))?;
+            if let Some(o) = self.chown {
+                std::os::unix::fs::lchown(&dir, Some(o.uid), Some(o.gid))
+                    .map_err(io_err("chown", &dir))?;
+            }
+            self.report.dirs += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies `src` to `target`. `rel` is the path below the copied source used for
+    /// `--exclude` ("" for the top entry, which is never matched here); `overwrite_meta` is
+    /// false for the top entry, whose existing directory keeps its metadata.
+    pub(crate) fn copy(
+        &mut self,
+        src: &Path,
+        rel: &str,
+        target: &Path,
+        overwrite_meta: bool,
+    ) -> Result<(), FileOpError> {
+        let meta = fs::symlink_metadata(src).map_err(io_err("lstat", src))?;
+        let ft = meta.file_type();
+        if !rel.is_empty() && self.is_excluded(rel, ft.is_dir()) {
+            return Ok(());
+        }
+        if !ft.is_dir() {
+            ensure_empty_file_target(target)?;
+        }
+        let mut copy_info = true;
+        if ft.is_dir() {
+            let created = dir_only(target)?;
+            if created {
+                self.report.dirs += 1;
+            }
+            let mut names: Vec<_> = fs::read_dir(src)
+                .map_err(io_err("read directory", src))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(io_err("read directory", src))?;
+            names.sort();
+            for name in names {
+                let child_rel = if rel.is_empty() {
+                    name.to_string_lossy().into_owned()
+                } else {
+                    format!("{rel}/{}", name.to_string_lossy())
+                };
+                self.copy(&src.join(&name), &child_rel, &target.join(&name), true)?;
+            }
+            if !overwrite_meta {
+                copy_info = created;
+            }
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            match self.inodes.get(&key) {
+                Some(first) if meta.nlink() > 1 => {
+                    fs::hard_link(first, target).map_err(io_err("hard link", target))?;
+                    self.report.hardlinks += 1;
+                }
+                _ => {
+                    self.report.bytes += copy_file(src, target)?;
+                    self.report.files += 1;
+                    if meta.nlink() > 1 {
+                        self.inodes.insert(key, target.to_path_buf());
+                    }
+                }
+            }
+        } else if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(io_err("readlink", src))?;
+            std::os::unix::fs::symlink(&link, target).map_err(io_err("symlink", target))?;
+            self.report.symlinks += 1;
+        } else {
+            let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+            nix::sys::stat::mknod(target, kind, Mode::from_bits_truncate(0o600), meta.rdev())
+                .map_err(|e| io_err("mknod", target)(io::Error::from(e)))?;
+            self.report.files += 1;
+        }
+        if copy_info {
+            self.apply_meta(&meta, src, target)?;
+        }
+        Ok(())
+    }
+
+    /// `--parents`: creates the directories between the pivot and a match, each taking the
+    /// metadata of its source directory when it is new.
+    pub(crate) fn copy_parent_dirs(
+        &mut self,
+        pivot: &Path,
+        below: &str,
+        dest: &Path,
+    ) -> Result<(), FileOpError> {
+        let parts: Vec<&str> = below.split('/').collect();
+        let mut src = pivot.to_path_buf();
+        let mut target = dest.to_path_buf();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            src.push(part);
+            target.push(part);
+            let meta = fs::metadata(&src).map_err(io_err("stat", &src))?;
+            if dir_only(&target)? {
+                self.report.dirs += 1;
+                self.apply_meta(&meta, &src, &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a heredoc source: BuildKit makes it a 0644 root-owned file, then copies it.
+    pub(crate) fn write_inline(
+        &mut self,
+        content: &[u8],
+        target: &Path,
+    ) -> Result<(), FileOpError> {
+        ensure_empty_file_target(target)?;
+        let mut f = create_new(target)?;
+        f.write_all(content).map_err(io_err("write", target))?;
+        drop(f);
+        let owner = self.chown.unwrap_or(Owner { uid: 0, gid: 0 });
+        std::os::unix::fs::lchown(target, Some(owner.uid), Some(owner.gid))
+            .map_err(io_err("chown", target))?;
+        let mode = self.chmod.map_or(0o644, |c| c.apply(0o644, false));
+        fs::set_permissions(target, fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", target))?;
+        self.report.files += 1;
+        self.report.bytes += content.len() as u64;
+        Ok(())
+    }
+
+    fn apply_meta(
+        &mut self,
+        meta: &Metadata,
+        src: &Path,
+        target: &Path,
+    ) -> Result<(), FileOpError> {
+        let owner = self.owner_for(meta);
+        std::os::unix::fs::lchown(target, Some(owner.uid), Some(owner.gid))
+            .map_err(io_err("chown", target))?;
+        // chmod after chown: chown clears setuid/setgid bits.
+        if !meta.file_type().is_symlink() {
+            fs::set_permissions(target, fs::Permissions::from_mode(self.mode_for(meta)))
+                .map_err(io_err("chmod", target))?;
+        }
+        self.copy_xattrs(src, target);
+        set_times(
+            target,
+            meta.atime(),
+            meta.atime_nsec(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        )
+    }
+
+    /// BuildKit logs and ignores xattr failures (e.g. `user.*` on symlinks); they are counted.
+    fn copy_xattrs(&mut self, src: &Path, target: &Path) {
+        let Ok(names) = xattr::list(src) else {
+            return;
+        };
+        for name in names {
+            if name.to_string_lossy().starts_with(SKIPPED_XATTR_PREFIX) {
+                continue;
+            }
+            match xattr::get(src, &name) {
+                Ok(Some(value)) if xattr::set(target, &name, &value).is_ok() => {
+                    self.report.xattrs += 1;
+                }
+                _ => self.report.xattrs_skipped += 1,
+            }
+        }
+    }
+}
+
+/// Sets atime and mtime without following a symlink.
+pub(crate) fn set_times(
+    path: &Path,
+    asec: i64,
+    ansec: i64,
+    msec: i64,
+    mnsec: i64,
+) -> Result<(), FileOpError> {
+    utimensat(
+        None,
+        path,
+        &TimeSpec::new(asec, ansec),
+        &TimeSpec::new(msec, mnsec),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| io_err("set times", path)(io::Error::from(e)))
+}
+
+/// Creates `target` as a directory unless one is there; a file or symlink in the way is an
+/// error, as in BuildKit. Returns whether it was created.
+fn dir_only(target: &Path) -> Result<bool, FileOpError> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(FileOpError::NotADirectory {
+            dest: target.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir(target).map_err(io_err("mkdir", target))?;
+            Ok(true)
+        }
+        Err(e) => Err(io_err("lstat", target)(e)),
+    }
+}
+
+/// A file may replace a file or symlink, never a directory.
+pub(crate) fn ensure_empty_file_target(target: &Path) -> Result<(), FileOpError> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Err(FileOpError::ReplaceDirectoryWithFile {
+            dest: target.to_path_buf(),
+        }),
+        Ok(_) => fs::remove_file(target).map_err(io_err("remove", target)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("lstat", target)(e)),
+    }
+}
+
+/// Opens a new file that must not exist yet (and so is never a symlink's target).
+pub(crate) fn create_new(target: &Path) -> Result<File, FileOpError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(target)
+        .map_err(io_err("create", target))
+}
+
+fn copy_file(src: &Path, target: &Path) -> Result<u64, FileOpError> {
+    let mut input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(src)
+        .map_err(io_err("open", src))?;
+    let mut output = create_new(target)?;
+    // std::io::copy between files uses copy_file_range, so data stays in the kernel.
+    io::copy(&mut input, &mut output).map_err(io_err("copy data to", target))
+}
