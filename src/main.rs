@@ -60,6 +60,11 @@ fn nix_is_root() -> bool {
 }
 
 fn main() -> ExitCode {
+    // The sandbox re-executes forge as its helper; that process must do nothing else first.
+    let init_arg = std::ffi::OsStr::new(forge_executor::SANDBOX_INIT_ARG);
+    if std::env::args_os().nth(1).as_deref() == Some(init_arg) {
+        forge_executor::sandbox_init_main();
+    }
     let cli = Cli::parse();
     let globals = Globals {
         root: cli.root.clone().unwrap_or_else(default_root),
