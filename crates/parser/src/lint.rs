@@ -658,12 +658,27 @@ impl Linter<'_> {
 
     fn json_args(&mut self, inst: &Instruction, keyword: &str, cmd: &CommandLine) {
         if let CommandLine::Shell(text) = cmd {
-            let words: Vec<String> = text.split_whitespace().map(|w| format!("{w:?}")).collect();
+            // Plain words convert directly; anything the shell would interpret keeps the shell
+            // explicitly, so the suggestion never changes what runs.
+            let plain = |w: &str| {
+                w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            };
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let json = if words.iter().all(|w| plain(w)) {
+                words
+                    .iter()
+                    .map(|w| format!("{w:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                format!("\"/bin/sh\", \"-c\", {:?}", text.trim())
+            };
             self.push(
                 "JSONArgsRecommended",
                 at(inst),
                 format!("JSON arguments recommended for {keyword} to prevent unintended behavior related to OS signals"),
-                format!("write {keyword} [{}]", words.join(", ")),
+                format!("write {keyword} [{json}]"),
             );
         }
     }

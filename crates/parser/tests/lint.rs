@@ -70,6 +70,12 @@ fn json_args_recommended() {
     );
     assert_eq!(f[0].fix, r#"write ENTRYPOINT ["my-app", "--serve"]"#);
     assert_eq!(f[0].column, 1);
+    // A command using shell syntax keeps the shell in the suggestion.
+    let f = lint("FROM alpine\nCMD echo \"$HOME\" && run\n");
+    assert_eq!(
+        f[0].fix,
+        r#"write CMD ["/bin/sh", "-c", "echo \"$HOME\" && run"]"#
+    );
 }
 
 #[test]
