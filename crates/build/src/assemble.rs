@@ -1,0 +1,187 @@
+//! The result image: the target stage's new snapshots become layer blobs (once each, then
+//! remembered), its config and history are joined to the base image's, and the manifest is
+//! written and tagged in the store.
+
+use std::collections::BTreeMap;
+
+use forge_cache::{CacheKey, CacheRecord, SnapshotId, Store};
+use forge_export::{build_image, BaseImage, Compression, ImageSpec, LayerInfo, LayerOptions};
+use forge_planner::{ImageConfig, StagePlan};
+use oci_spec::image::{Config, History, MediaType, Platform};
+use serde_json::Value;
+
+use crate::error::BuildError;
+use crate::progress::{Event, Progress};
+use crate::request::{BuildOutput, BuildRequest};
+use crate::solve::{State, Tally};
+
+/// Exports the layers of `state` above its base image and writes the image for `stage`.
+pub(crate) fn assemble(
+    store: &Store,
+    req: &BuildRequest,
+    stage: &StagePlan,
+    state: &State,
+    tally: Tally,
+    progress: &dyn Progress,
+) -> Result<BuildOutput, BuildError> {
+    progress.event(Event::Phase {
+        name: "exporting layers",
+    });
+    let mut chain = match &state.top {
+        Some(top) => store.snapshot_chain(top)?,
+        None => Vec::new(),
+    };
+    chain.reverse(); // bottom first
+    let (base, base_history) = match &state.root {
+        Some(root) => (
+            Some(BaseImage {
+                config: root.config.clone(),
+                layers: root.manifest.layers().clone(),
+            }),
+            root.config.history().len(),
+        ),
+        None => (None, 0),
+    };
+    let base_layers = base.as_ref().map(|b| b.layers.len()).unwrap_or(0);
+    let mut layers = Vec::new();
+    for snapshot in chain.iter().skip(base_layers) {
+        layers.push(export_layer(store, snapshot, req.source_date_epoch)?);
+    }
+
+    let config = &stage.config;
+    let history = new_history(config, base_history)?;
+    let (oci_config, docker_extra) = container_config(config, &req.labels)?;
+    let mut platform = Platform::default();
+    platform.set_os(config.os.as_str().into());
+    platform.set_architecture(config.architecture.as_str().into());
+    platform.set_variant(config.variant.clone());
+    let spec = ImageSpec {
+        base,
+        layers,
+        history,
+        config: oci_config,
+        docker_config: docker_extra,
+        platform,
+        author: config.author.clone(),
+        source_date_epoch: req.source_date_epoch,
+        annotations: BTreeMap::new(),
+    };
+    progress.event(Event::Phase {
+        name: "writing image",
+    });
+    let built = build_image(&spec)?;
+    store.put_blob_bytes(&built.config_json)?;
+    store.put_blob_bytes(&built.manifest_json)?;
+    for tag in &req.tags {
+        store.tag_image(tag, &built.manifest_descriptor)?;
+    }
+    let size = built.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+        + built.config_descriptor.size();
+    Ok(BuildOutput {
+        image_id: built.config_descriptor.digest().to_string(),
+        manifest: built.manifest_descriptor,
+        size,
+        steps: tally.steps,
+        cached: tally.cached,
+        tags: req.tags.clone(),
+    })
+}
+
+/// The layer blob of a snapshot, made once per (snapshot, compression, epoch).
+fn export_layer(store: &Store, snapshot: &SnapshotId, epoch: Option<i64>) -> Result<LayerInfo, BuildError> {
+    let key = CacheKey::builder("layer-blob/v1")
+        .extra("snapshot", snapshot.as_str().as_bytes())
+        .extra("compression", b"gzip")
+        .extra("epoch", epoch.map(|e| e.to_string()).unwrap_or_default().as_bytes())
+        .finish();
+    if let Some(record) = store.get_record(&key)? {
+        if let (Some(blob), Some(diff_id)) = (&record.layer_blob, &record.diff_id) {
+            if store.has_blob(blob) {
+                let sizes: (u64, u64) = serde_json::from_value(record.payload.clone()).unwrap_or((0, 0));
+                return Ok(LayerInfo {
+                    diff_id: diff_id.clone(),
+                    digest: blob.clone(),
+                    size: store.blob_size(blob)?,
+                    uncompressed_size: sizes.1,
+                    media_type: MediaType::ImageLayerGzip,
+                });
+            }
+        }
+    }
+    let fs = store.snapshot_fs(snapshot)?;
+    let mut writer = store.blob_writer()?;
+    let info = forge_export::write_layer(
+        &fs,
+        &mut writer,
+        &LayerOptions {
+            compression: Compression::Gzip,
+            level: None,
+            source_date_epoch: epoch,
+        },
+    )?;
+    writer.commit(Some(&info.digest))?;
+    store.put_record(
+        &key,
+        &CacheRecord {
+            snapshot: Some(snapshot.clone()),
+            layer_blob: Some(info.digest.clone()),
+            diff_id: Some(info.diff_id.clone()),
+            payload: serde_json::json!([info.size, info.uncompressed_size]),
+            description: format!("layer of snapshot {snapshot}"),
+        },
+    )?;
+    Ok(info)
+}
+
+/// The history entries the build added on top of the base image's.
+fn new_history(config: &ImageConfig, base_history: usize) -> Result<Vec<History>, BuildError> {
+    config
+        .history
+        .iter()
+        .skip(base_history)
+        .map(|h| {
+            let value = serde_json::to_value(h).map_err(|source| BuildError::Json {
+                what: "history entry".to_owned(),
+                source,
+            })?;
+            serde_json::from_value(value).map_err(|source| BuildError::Json {
+                what: "history entry".to_owned(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The OCI `config` object, plus the Docker keys OCI lacks (Healthcheck, Shell, OnBuild).
+fn container_config(
+    config: &ImageConfig,
+    labels: &BTreeMap<String, String>,
+) -> Result<(Config, BTreeMap<String, Value>), BuildError> {
+    let json_err = |source| BuildError::Json {
+        what: "image config".to_owned(),
+        source,
+    };
+    let mut value = serde_json::to_value(&config.config).map_err(json_err)?;
+    let mut extra = BTreeMap::new();
+    if let Some(obj) = value.as_object_mut() {
+        for key in ["Healthcheck", "Shell", "OnBuild"] {
+            if let Some(v) = obj.remove(key) {
+                if !v.is_null() && v != Value::Array(Vec::new()) {
+                    extra.insert(key.to_owned(), v);
+                }
+            }
+        }
+        if !labels.is_empty() {
+            let entry = obj
+                .entry("Labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(map) = entry.as_object_mut() {
+                for (k, v) in labels {
+                    map.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+        }
+    }
+    let config: Config = serde_json::from_value(value).map_err(json_err)?;
+    Ok((config, extra))
+}

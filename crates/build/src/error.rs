@@ -1,0 +1,103 @@
+//! `BuildError`: every way a build can fail, with what a person needs to act on it.
+
+use std::path::PathBuf;
+
+/// A failed build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse; the rendered error names file, line and column.
+    #[error("{rendered}")]
+    Parse { rendered: String },
+    /// The planner refused the Dockerfile (unknown stage, bad target, ...).
+    #[error("{file}: {source}")]
+    Plan {
+        file: String,
+        #[source]
+        source: forge_planner::PlanError,
+    },
+    /// A base image is neither in the store nor obtainable.
+    #[error("base image {reference} is not in the local store (pull it with `forge pull {reference}`, or `forge import` a root filesystem under that name)")]
+    ImageNotFound { reference: String },
+    /// A base image's manifest or config in the store is unreadable.
+    #[error("image {reference}: {what}")]
+    BadImage { reference: String, what: String },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] forge_cache::StoreError),
+    /// Layer export or unpacking failed.
+    #[error(transparent)]
+    Export(#[from] forge_export::ExportError),
+    /// A RUN step failed (non-zero exit or sandbox error).
+    #[error("{file}:{line}: {name}: {source}")]
+    Step {
+        file: String,
+        line: usize,
+        name: String,
+        #[source]
+        source: forge_executor::ExecError,
+    },
+    /// A COPY/ADD/WORKDIR step failed.
+    #[error("{file}:{line}: {name}: {source}")]
+    FileOp {
+        file: String,
+        line: usize,
+        name: String,
+        #[source]
+        source: forge_executor::FileOpError,
+    },
+    /// An ADD source that forge cannot fetch yet (URLs, git).
+    #[error("{file}:{line}: {name}: remote ADD sources are not supported yet: {source_text}")]
+    RemoteSource {
+        file: String,
+        line: usize,
+        name: String,
+        source_text: String,
+    },
+    /// A RUN --mount=type=secret names a secret the build was not given.
+    #[error("{file}:{line}: secret {id:?} is required but was not provided (use --secret id={id},src=FILE)")]
+    MissingSecret { file: String, line: usize, id: String },
+    /// A RUN --mount=type=ssh without an --ssh agent.
+    #[error("{file}:{line}: ssh agent {id:?} is required but was not provided (use --ssh {id}[=SOCKET])")]
+    MissingSsh { file: String, line: usize, id: String },
+    /// A mount or unmount in forge's own namespace failed.
+    #[error("{action} {target}: {source}")]
+    Mount {
+        action: &'static str,
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    /// A file under forge's control could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON document in the store is malformed.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The build was cancelled because another step failed.
+    #[error("cancelled")]
+    Cancelled,
+    /// The build context is unusable.
+    #[error("build context {path}: {source}")]
+    Context {
+        path: PathBuf,
+        #[source]
+        source: forge_cache::StoreError,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BuildError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! forge-build: solves a Dockerfile into an image. It parses and plans (forge-parser,
+//! forge-planner), hashes the build context, schedules the graph's ops concurrently with a
+//! cache key per op (forge-cache), runs RUN steps in the sandbox and COPY/ADD/WORKDIR as file
+//! operations (forge-executor), and writes the image (forge-export). Base images come through
+//! an [`ImageProvider`], so this crate never talks to a registry itself.
+
+mod assemble;
+mod error;
+mod images;
+mod memory;
+mod overlay;
+mod progress;
+mod request;
+mod rootfs;
+mod solve;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use forge_cache::{ContextHasher, PathFilter, Store};
+use forge_parser::IgnoreMatcher;
+use forge_planner::{OpKind, PlanOptions, Platform};
+
+pub use error::BuildError;
+pub use images::{image_snapshots, load_image, ImageProvider, LocalImage, ProvidedImage};
+pub use overlay::isolate_mounts;
+pub use progress::{Event, NoProgress, Progress, Stream};
+pub use request::{BuildOutput, BuildRequest};
+
+use crate::images::{lock, StoreResolver};
+use crate::memory::{is_step, Memory};
+use crate::solve::Solver;
+
+/// `.dockerignore` as the store's context walker wants it.
+struct IgnoreFilter<'a>(&'a IgnoreMatcher);
+
+impl PathFilter for IgnoreFilter<'_> {
+    fn is_excluded(&self, rel: &str) -> bool {
+        self.0.is_excluded(rel)
+    }
+    fn may_include_under(&self, rel_dir: &str) -> bool {
+        self.0.may_include_under(rel_dir)
+    }
+}
+
+/// Builds the image `req` describes: parse, plan, solve, export, tag.
+pub fn build(
+    req: &BuildRequest,
+    store: &Store,
+    provider: &dyn ImageProvider,
+    progress: &dyn Progress,
+) -> Result<BuildOutput, BuildError> {
+    let df = forge_parser::parse(&req.dockerfile).map_err(|e| BuildError::Parse {
+        rendered: e.render(&req.dockerfile_name),
+    })?;
+    if let Some(name) = req.named_contexts.keys().next() {
+        return Err(BuildError::Parse {
+            rendered: format!("--build-context {name}=...: named build contexts are not supported yet"),
+        });
+    }
+    let ignore_text = match &req.context {
+        Some(dir) => read_dockerignore(dir, &req.dockerfile_name)?,
+        None => String::new(),
+    };
+    let matcher = IgnoreMatcher::parse(&ignore_text).map_err(|e| BuildError::Parse {
+        rendered: format!(".dockerignore: {e}"),
+    })?;
+    let opts = PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        platform: req.platform.clone().unwrap_or_else(Platform::host),
+        build_platform: Platform::host(),
+        dockerignore: forge_planner::dockerignore_patterns(&ignore_text),
+    };
+    let resolver = StoreResolver {
+        store,
+        provider,
+        pull: req.pull,
+        found: Mutex::new(BTreeMap::new()),
+        errors: Mutex::new(Vec::new()),
+    };
+    let plan = forge_planner::plan(&df, &opts, &resolver).map_err(|source| BuildError::Plan {
+        file: req.dockerfile_name.clone(),
+        source,
+    })?;
+    if let Some(err) = lock(&resolver.errors).drain(..).next() {
+        return Err(err);
+    }
+    let images = resolver.found.into_inner().unwrap_or_else(|e| e.into_inner());
+    for op in plan.graph.ops() {
+        if let OpKind::Image { reference, .. } = &op.kind {
+            if !images.contains_key(reference) {
+                return Err(BuildError::ImageNotFound {
+                    reference: reference.clone(),
+                });
+            }
+        }
+    }
+    for warning in &plan.warnings {
+        progress.event(Event::Warning {
+            message: &warning.to_string(),
+        });
+    }
+    progress.event(Event::Planned {
+        steps: plan.graph.ops().iter().filter(|op| is_step(op)).count(),
+    });
+
+    let uses_context = plan
+        .graph
+        .ops()
+        .iter()
+        .any(|op| matches!(op.kind, OpKind::Context { .. }));
+    let tree = match (&req.context, uses_context) {
+        (Some(dir), true) => {
+            let filter = IgnoreFilter(&matcher);
+            Some(
+                ContextHasher::new(dir)
+                    .filter(&filter)
+                    .memo(store)
+                    .hash()
+                    .map_err(|source| BuildError::Context {
+                        path: dir.clone(),
+                        source,
+                    })?,
+            )
+        }
+        _ => None,
+    };
+
+    let no_cache_stages = stage_indexes(&plan, &req.no_cache_filter);
+    let memory = Memory::load(Some(memory_path(store, req)));
+    let solver = Solver {
+        req,
+        store,
+        plan: &plan,
+        images,
+        tree,
+        named_trees: BTreeMap::new(),
+        progress,
+        no_cache_stages,
+        memory,
+    };
+    let solved = solver.run();
+    solver.memory.save();
+    let (states, tally) = solved?;
+    let stage = plan.target_stage();
+    assemble::assemble(store, req, stage, &states[stage.result], tally, progress)
+}
+
+/// `.dockerignore` for this Dockerfile: `<Dockerfile>.dockerignore` beside it wins over the
+/// context's `.dockerignore`.
+fn read_dockerignore(context: &std::path::Path, dockerfile_name: &str) -> Result<String, BuildError> {
+    let name = std::path::Path::new(dockerfile_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    let dockerfile_dir = std::path::Path::new(dockerfile_name)
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    for candidate in forge_parser::ignore_file_candidates(&name) {
+        let beside = if candidate == ".dockerignore" {
+            context.join(&candidate)
+        } else {
+            dockerfile_dir.join(&candidate)
+        };
+        match std::fs::read_to_string(&beside) {
+            Ok(text) => return Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BuildError::io(beside, e)),
+        }
+    }
+    Ok(String::new())
+}
+
+/// `--no-cache-filter` names (or indexes) to stage indexes.
+fn stage_indexes(plan: &forge_planner::Plan, names: &[String]) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for name in names {
+        for stage in &plan.stages {
+            let by_name = stage
+                .name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name));
+            if by_name || name.parse::<usize>().ok() == Some(stage.index) {
+                out.insert(stage.index);
+            }
+        }
+    }
+    out
+}
+
+/// Where the last build of this (context, Dockerfile, target) left its step memory.
+fn memory_path(store: &Store, req: &BuildRequest) -> std::path::PathBuf {
+    let mut hasher = blake3::Hasher::new();
+    let context = req
+        .context
+        .as_ref()
+        .and_then(|c| c.canonicalize().ok())
+        .map(|c| c.display().to_string())
+        .unwrap_or_default();
+    hasher.update(context.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(req.dockerfile_name.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(req.target.as_deref().unwrap_or("").as_bytes());
+    store
+        .dir()
+        .join("build-memory")
+        .join(format!("{}.json", &hasher.finalize().to_hex()[..32]))
+}

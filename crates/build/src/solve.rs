@@ -1,0 +1,756 @@
+//! The scheduler: solves the planner's graph with a few worker threads. Each op's cache key
+//! is computed from its definition digest, its inputs' keys and the content it reads; a hit
+//! reuses the recorded snapshot, a miss runs the op (RUN in the sandbox, COPY/ADD/WORKDIR as
+//! file operations on an overlay) and records the result. The first failure stops the
+//! scheduling of new ops; running ones finish, and their mounts are undone on every path.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use forge_cache::{
+    CacheKey, CacheMount, CacheRecord, ContextTree, SnapshotId, SnapshotMeta, Store,
+};
+use forge_executor::{ChmodSpec, CopySource, CopySpec, MountSpec as SandboxMount, SandboxSpec};
+use forge_parser::{CacheSharing, MountType, NetworkMode, SecurityMode};
+use forge_planner::{FileAction, FileOp, InputRole, Op, OpKind, Plan, RunOp, SourceRef};
+
+use crate::error::BuildError;
+use crate::images::{image_snapshots, lock, LocalImage};
+use crate::memory::{Ingredients, Memory};
+use crate::overlay::OverlayMount;
+use crate::progress::{Event, Progress};
+use crate::request::BuildRequest;
+use crate::rootfs::{mkdir_in_root, resolve_owner};
+
+/// What an op leaves for the ops that use it.
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) key: CacheKey,
+    /// The top snapshot of the filesystem; `None` for an empty one.
+    pub(crate) top: Option<SnapshotId>,
+    /// The image at the bottom of this filesystem, if any: its layers are exported as they
+    /// are, and its config and history start the result's.
+    pub(crate) root: Option<Arc<LocalImage>>,
+}
+
+/// Counts for the closing summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) steps: usize,
+    pub(crate) cached: usize,
+}
+
+pub(crate) struct Solver<'a> {
+    pub(crate) req: &'a BuildRequest,
+    pub(crate) store: &'a Store,
+    pub(crate) plan: &'a Plan,
+    pub(crate) images: BTreeMap<String, Arc<LocalImage>>,
+    pub(crate) tree: Option<ContextTree>,
+    pub(crate) named_trees: BTreeMap<String, ContextTree>,
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) no_cache_stages: BTreeSet<usize>,
+    pub(crate) memory: Memory,
+}
+
+struct Schedule {
+    results: Vec<Option<State>>,
+    waiting_on: Vec<usize>,
+    ready: VecDeque<usize>,
+    finished: usize,
+    failed: Option<BuildError>,
+    tally: Tally,
+}
+
+impl Solver<'_> {
+    /// Solves every op of the graph; returns each op's state.
+    pub(crate) fn run(&self) -> Result<(Vec<State>, Tally), BuildError> {
+        let ops = self.plan.graph.ops();
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); ops.len()];
+        let mut waiting_on = vec![0; ops.len()];
+        for op in ops {
+            let distinct: BTreeSet<usize> = op.inputs.iter().map(|i| i.op).collect();
+            waiting_on[op.id] = distinct.len();
+            for input in distinct {
+                users[input].push(op.id);
+            }
+        }
+        let ready = (0..ops.len()).filter(|&i| waiting_on[i] == 0).collect();
+        let schedule = Mutex::new(Schedule {
+            results: vec![None; ops.len()],
+            waiting_on,
+            ready,
+            finished: 0,
+            failed: None,
+            tally: Tally::default(),
+        });
+        let wake = Condvar::new();
+        let jobs = self.req.jobs.max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| self.worker(&schedule, &wake, &users));
+            }
+        });
+        let schedule = schedule.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(err) = schedule.failed {
+            return Err(err);
+        }
+        let states = schedule
+            .results
+            .into_iter()
+            .map(|s| s.ok_or(BuildError::Cancelled))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((states, schedule.tally))
+    }
+
+    fn worker(&self, schedule: &Mutex<Schedule>, wake: &Condvar, users: &[Vec<usize>]) {
+        let total = users.len();
+        loop {
+            let (id, inputs) = {
+                let mut s = lock(schedule);
+                loop {
+                    if s.failed.is_some() || s.finished == total {
+                        wake.notify_all();
+                        return;
+                    }
+                    if let Some(id) = s.ready.pop_front() {
+                        let op = self.plan.graph.op(id);
+                        let inputs: Vec<State> = op
+                            .inputs
+                            .iter()
+                            .map(|i| s.results[i.op].clone().expect("inputs finish first"))
+                            .collect();
+                        break (id, inputs);
+                    }
+                    s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let op = self.plan.graph.op(id);
+            let outcome = self.solve_op(op, &inputs);
+            let mut s = lock(schedule);
+            match outcome {
+                Ok((state, shown, cached)) => {
+                    if shown {
+                        s.tally.steps += 1;
+                        if cached {
+                            s.tally.cached += 1;
+                        }
+                    }
+                    s.results[id] = Some(state);
+                    s.finished += 1;
+                    for &user in &users[id] {
+                        s.waiting_on[user] -= 1;
+                        if s.waiting_on[user] == 0 {
+                            s.ready.push_back(user);
+                        }
+                    }
+                }
+                Err(err) => {
+                    if s.failed.is_none() {
+                        s.failed = Some(err);
+                    }
+                }
+            }
+            wake.notify_all();
+        }
+    }
+
+    /// Solves one op: returns its state, whether it is a step progress shows, and whether it
+    /// came from the cache.
+    fn solve_op(&self, op: &Op, inputs: &[State]) -> Result<(State, bool, bool), BuildError> {
+        let base = op
+            .inputs
+            .iter()
+            .position(|i| i.role == InputRole::Base)
+            .map(|i| &inputs[i]);
+        match &op.kind {
+            OpKind::Scratch => Ok((
+                State {
+                    key: CacheKey::builder(&op.digest).finish(),
+                    top: None,
+                    root: None,
+                },
+                false,
+                false,
+            )),
+            OpKind::Config { .. } => {
+                let base = base.expect("config ops continue from a base");
+                let key = self.key_builder(op, inputs).finish();
+                Ok((
+                    State {
+                        key,
+                        top: base.top.clone(),
+                        root: base.root.clone(),
+                    },
+                    false,
+                    false,
+                ))
+            }
+            OpKind::Context { name, .. } => {
+                let digest = self.context_tree(name).map(|t| t.root_digest());
+                let mut builder = self.key_builder(op, inputs);
+                if let Some(d) = &digest {
+                    builder = builder.content("context", d);
+                }
+                Ok((
+                    State {
+                        key: builder.finish(),
+                        top: None,
+                        root: None,
+                    },
+                    false,
+                    false,
+                ))
+            }
+            OpKind::Image { reference, .. } => self.solve_image(op, reference).map(|s| (s, true, true)),
+            OpKind::Run(run) => self.cached_or(op, inputs, base, |key| self.run_step(op, run, inputs, base, key)),
+            OpKind::File(file) => self.cached_or(op, inputs, base, |key| self.file_step(op, file, inputs, base, key)),
+            OpKind::Mkdir { path, mode, user } => self.cached_or(op, inputs, base, |key| {
+                self.mkdir_step(op, path, *mode, user.as_deref(), base, key)
+            }),
+        }
+    }
+
+    fn key_builder(&self, op: &Op, inputs: &[State]) -> forge_cache::CacheKeyBuilder {
+        let mut builder = CacheKey::builder(&op.digest);
+        for (input, state) in op.inputs.iter().zip(inputs) {
+            // A COPY from the context is keyed by the files it selects, not the whole context.
+            if input.role == InputRole::CopySource {
+                if let OpKind::File(FileOp {
+                    from: SourceRef::Context,
+                    ..
+                }) = &op.kind
+                {
+                    continue;
+                }
+            }
+            builder = builder.input(&state.key);
+        }
+        builder
+    }
+
+    fn context_tree(&self, name: &str) -> Option<&ContextTree> {
+        self.named_trees.get(name).or(self.tree.as_ref())
+    }
+
+    fn solve_image(&self, op: &Op, reference: &str) -> Result<State, BuildError> {
+        self.progress.event(Event::Started {
+            step: op.id,
+            name: &op.name,
+        });
+        let start = Instant::now();
+        let image = self
+            .images
+            .get(reference)
+            .cloned()
+            .ok_or_else(|| BuildError::ImageNotFound {
+                reference: reference.to_owned(),
+            })?;
+        let top = image_snapshots(self.store, &image)?;
+        let key = CacheKey::builder(&op.digest)
+            .extra("manifest", image.manifest_descriptor.digest().to_string().as_bytes())
+            .finish();
+        self.memory.observe(
+            op,
+            Ingredients {
+                image: Some(image.manifest_descriptor.digest().to_string()),
+                ..Ingredients::new(key)
+            },
+        );
+        self.progress.event(Event::Done {
+            step: op.id,
+            elapsed: start.elapsed(),
+        });
+        Ok(State {
+            key,
+            top,
+            root: Some(image),
+        })
+    }
+
+    /// Looks the op up by its cache key; on a miss runs `exec`, which returns the new snapshot.
+    fn cached_or(
+        &self,
+        op: &Op,
+        inputs: &[State],
+        base: Option<&State>,
+        exec: impl FnOnce(CacheKey) -> Result<SnapshotId, BuildError>,
+    ) -> Result<(State, bool, bool), BuildError> {
+        let base = base.expect("filesystem ops continue from a base");
+        self.progress.event(Event::Started {
+            step: op.id,
+            name: &op.name,
+        });
+        let start = Instant::now();
+        let (key, ingredients) = match self.full_key(op, inputs) {
+            Ok(k) => k,
+            Err(e) => return Err(self.fail(op, start, e)),
+        };
+        let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
+        if !bypass {
+            if let Some(snapshot) = self.lookup(&key)? {
+                self.memory.observe(op, ingredients);
+                self.progress.event(Event::Cached { step: op.id });
+                return Ok((
+                    State {
+                        key,
+                        top: Some(snapshot),
+                        root: base.root.clone(),
+                    },
+                    true,
+                    true,
+                ));
+            }
+        }
+        let reason = if bypass {
+            "cache disabled (--no-cache)".to_owned()
+        } else {
+            self.memory.explain_miss(op, &ingredients)
+        };
+        self.progress.event(Event::Miss {
+            step: op.id,
+            reason: &reason,
+        });
+        self.memory.observe(op, ingredients);
+        match exec(key) {
+            Ok(snapshot) => {
+                self.store.put_record(
+                    &key,
+                    &CacheRecord {
+                        snapshot: Some(snapshot.clone()),
+                        description: op.name.clone(),
+                        ..CacheRecord::default()
+                    },
+                )?;
+                self.progress.event(Event::Done {
+                    step: op.id,
+                    elapsed: start.elapsed(),
+                });
+                Ok((
+                    State {
+                        key,
+                        top: Some(snapshot),
+                        root: base.root.clone(),
+                    },
+                    true,
+                    false,
+                ))
+            }
+            Err(e) => Err(self.fail(op, start, e)),
+        }
+    }
+
+    fn fail(&self, op: &Op, start: Instant, err: BuildError) -> BuildError {
+        self.progress.event(Event::Failed {
+            step: op.id,
+            elapsed: start.elapsed(),
+            error: &err.to_string(),
+        });
+        err
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Result<Option<SnapshotId>, BuildError> {
+        let Some(record) = self.store.get_record(key)? else {
+            return Ok(None);
+        };
+        let Some(snapshot) = record.snapshot else {
+            return Ok(None);
+        };
+        // A record whose snapshot chain was pruned away is a miss, not an error.
+        match self.store.snapshot_chain(&snapshot) {
+            Ok(_) => Ok(Some(snapshot)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The op's cache key with everything that went into it, for explaining misses.
+    fn full_key(&self, op: &Op, inputs: &[State]) -> Result<(CacheKey, Ingredients), BuildError> {
+        let mut builder = self.key_builder(op, inputs);
+        let mut files = BTreeMap::new();
+        if let OpKind::File(file) = &op.kind {
+            if let SourceRef::Context = file.from {
+                if let Some(tree) = self.context_tree("context") {
+                    let spec = self.copy_spec(op, file)?;
+                    let sources = forge_executor::resolve_sources(&spec, tree.root())
+                        .map_err(|source| self.fileop_error(op, source))?;
+                    for rel in sources {
+                        let digest = tree.digest(&rel).ok_or_else(|| BuildError::FileOp {
+                            file: self.req.dockerfile_name.clone(),
+                            line: op.line,
+                            name: op.name.clone(),
+                            source: forge_executor::FileOpError::SourceNotFound {
+                                instruction: action_name(file.action),
+                                source_path: rel.clone(),
+                            },
+                        })?;
+                        builder = builder.content(&rel, &digest);
+                        files.insert(rel, digest.to_string());
+                    }
+                }
+            }
+        }
+        let key = builder.finish();
+        let env = match &op.kind {
+            OpKind::Run(run) => run.env.clone(),
+            _ => Vec::new(),
+        };
+        Ok((
+            key,
+            Ingredients {
+                key,
+                files,
+                env,
+                inputs: inputs.iter().map(|s| s.key.to_hex()).collect(),
+                image: None,
+            },
+        ))
+    }
+
+    fn chain_dirs(&self, top: Option<&SnapshotId>) -> Result<Vec<PathBuf>, BuildError> {
+        let Some(top) = top else {
+            return Ok(Vec::new());
+        };
+        let chain = self.store.snapshot_chain(top)?;
+        chain
+            .iter()
+            .map(|id| self.store.snapshot_fs(id).map_err(BuildError::from))
+            .collect()
+    }
+
+    fn scratch_dir(&self, what: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.store
+            .staging_dir()
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// A read-only view of another op's filesystem (a `--from` stage or image).
+    fn view_of(&self, state: &State) -> Result<OverlayMount, BuildError> {
+        let lowers = self.chain_dirs(state.top.as_ref())?;
+        OverlayMount::readonly(&lowers, &self.scratch_dir("view"))
+    }
+
+    fn run_step(
+        &self,
+        op: &Op,
+        run: &RunOp,
+        inputs: &[State],
+        base: Option<&State>,
+        _key: CacheKey,
+    ) -> Result<SnapshotId, BuildError> {
+        let base = base.expect("RUN has a base");
+        let lowerdirs = self.chain_dirs(base.top.as_ref())?;
+        let draft = self.store.prepare_snapshot()?;
+        let mut spec = SandboxSpec::new(
+            lowerdirs,
+            draft.fs_dir(),
+            draft.work_dir(),
+            run.argv.clone(),
+        );
+        spec.env = run
+            .env
+            .iter()
+            .chain(run.proxy_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().iter())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+        spec.cwd = run.cwd.clone();
+        spec.user = run.user.clone().unwrap_or_default();
+        spec.network = match run.network {
+            NetworkMode::Default => self.req.network.unwrap_or(forge_executor::NetworkMode::Default),
+            NetworkMode::None => forge_executor::NetworkMode::None,
+            NetworkMode::Host => forge_executor::NetworkMode::Host,
+        };
+        spec.security = match run.security {
+            SecurityMode::Sandbox => forge_executor::SecurityMode::Sandbox,
+            SecurityMode::Insecure => forge_executor::SecurityMode::Insecure,
+        };
+        spec.allow_insecure = self.req.allow_insecure;
+        spec.limits = self.req.limits;
+
+        // Held until the step ends: views of other stages and cache-mount locks.
+        let mut views = Vec::new();
+        let mut caches: Vec<CacheMount> = Vec::new();
+        for m in &run.mounts {
+            match m.kind {
+                MountType::Bind => {
+                    let source_root = match (&m.from, m.input) {
+                        (Some(SourceRef::Stage { .. }) | Some(SourceRef::Image { .. }), Some(i)) => {
+                            let view = self.view_of(&inputs[i])?;
+                            let path = view.path().to_path_buf();
+                            views.push(view);
+                            path
+                        }
+                        _ => self.context_dir(op)?,
+                    };
+                    spec.mounts.push(SandboxMount::Bind {
+                        source_root,
+                        source: m.source.clone().unwrap_or_else(|| "/".to_owned()),
+                        target: m.target.clone(),
+                        readwrite: !m.readonly,
+                    });
+                }
+                MountType::Cache => {
+                    let id = m.id.clone().unwrap_or_else(|| m.target.clone());
+                    let sharing = match m.sharing.unwrap_or(CacheSharing::Shared) {
+                        CacheSharing::Shared => forge_cache::CacheSharing::Shared,
+                        CacheSharing::Private => forge_cache::CacheSharing::Private,
+                        CacheSharing::Locked => forge_cache::CacheSharing::Locked,
+                    };
+                    let cache = self.store.cache_mount(&id, sharing)?;
+                    spec.mounts.push(SandboxMount::Cache {
+                        host_dir: cache.path().to_path_buf(),
+                        target: m.target.clone(),
+                        readonly: m.readonly,
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        lock_file: None,
+                    });
+                    caches.push(cache);
+                }
+                MountType::Tmpfs => spec.mounts.push(SandboxMount::Tmpfs {
+                    target: m.target.clone(),
+                    size_bytes: m.size,
+                }),
+                MountType::Secret => {
+                    let id = m.id.clone().unwrap_or_else(|| base_name(&m.target));
+                    let Some(content) = self.req.secrets.get(&id) else {
+                        if m.required.unwrap_or(false) {
+                            return Err(BuildError::MissingSecret {
+                                file: self.req.dockerfile_name.clone(),
+                                line: op.line,
+                                id,
+                            });
+                        }
+                        continue;
+                    };
+                    let target = (!m.target.is_empty()).then(|| m.target.clone());
+                    spec.mounts.push(SandboxMount::Secret {
+                        id,
+                        content: content.clone(),
+                        target: if m.env.is_some() && target.as_deref() == Some("") {
+                            None
+                        } else {
+                            target
+                        },
+                        env: m.env.clone(),
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    });
+                }
+                MountType::Ssh => {
+                    let id = m.id.clone().unwrap_or_else(|| "default".to_owned());
+                    let Some(socket) = self.req.ssh.get(&id) else {
+                        if m.required.unwrap_or(false) {
+                            return Err(BuildError::MissingSsh {
+                                file: self.req.dockerfile_name.clone(),
+                                line: op.line,
+                                id,
+                            });
+                        }
+                        continue;
+                    };
+                    spec.mounts.push(SandboxMount::Ssh {
+                        socket: socket.clone(),
+                        target: (!m.target.is_empty()).then(|| m.target.clone()),
+                    });
+                }
+            }
+        }
+        let step = op.id;
+        let progress = self.progress;
+        forge_executor::run(&self.req.sandbox, &spec, &mut |stream, data| {
+            progress.event(Event::Output { step, stream, data })
+        })
+        .map_err(|source| BuildError::Step {
+            file: self.req.dockerfile_name.clone(),
+            line: op.line,
+            name: op.name.clone(),
+            source,
+        })?;
+        drop(views);
+        drop(caches);
+        let meta = SnapshotMeta {
+            parent: base.top.clone(),
+            description: op.name.clone(),
+            ..SnapshotMeta::default()
+        };
+        Ok(self.store.commit_snapshot(draft, meta)?)
+    }
+
+    fn context_dir(&self, op: &Op) -> Result<PathBuf, BuildError> {
+        self.req.context.clone().ok_or_else(|| BuildError::FileOp {
+            file: self.req.dockerfile_name.clone(),
+            line: op.line,
+            name: op.name.clone(),
+            source: forge_executor::FileOpError::SourceNotFound {
+                instruction: "COPY",
+                source_path: "(no build context was given)".to_owned(),
+            },
+        })
+    }
+
+    fn copy_spec(&self, op: &Op, file: &FileOp) -> Result<CopySpec, BuildError> {
+        let mut sources = Vec::new();
+        for s in &file.sources {
+            if is_remote(s) {
+                return Err(BuildError::RemoteSource {
+                    file: self.req.dockerfile_name.clone(),
+                    line: op.line,
+                    name: op.name.clone(),
+                    source_text: s.clone(),
+                });
+            }
+            sources.push(CopySource::Path(s.clone()));
+        }
+        for inline in &file.inline {
+            sources.push(CopySource::Inline {
+                name: inline.name.clone(),
+                content: inline.content.clone().into_bytes(),
+            });
+        }
+        let chmod = file
+            .chmod
+            .as_deref()
+            .map(ChmodSpec::parse)
+            .transpose()
+            .map_err(|source| self.fileop_error(op, source))?;
+        Ok(CopySpec {
+            sources,
+            dest: file.dest.clone(),
+            workdir: "/".to_owned(),
+            chown: file.chown.clone(),
+            chmod,
+            parents: file.parents,
+            exclude: file.exclude.clone(),
+            follow_top_symlink: true,
+            unpack_archives: file.action == FileAction::Add && file.unpack != Some(false),
+            keep_source_owner: !matches!(file.from, SourceRef::Context),
+        })
+    }
+
+    fn fileop_error(&self, op: &Op, source: forge_executor::FileOpError) -> BuildError {
+        BuildError::FileOp {
+            file: self.req.dockerfile_name.clone(),
+            line: op.line,
+            name: op.name.clone(),
+            source,
+        }
+    }
+
+    fn file_step(
+        &self,
+        op: &Op,
+        file: &FileOp,
+        inputs: &[State],
+        base: Option<&State>,
+        _key: CacheKey,
+    ) -> Result<SnapshotId, BuildError> {
+        let base = base.expect("COPY has a base");
+        let spec = self.copy_spec(op, file)?;
+        let mut _view = None;
+        let src_root = match (&file.from, file.input) {
+            (SourceRef::Context, _) => match &file.input {
+                Some(i) => match &self.plan.graph.op(op.inputs[*i].op).kind {
+                    OpKind::Context { name, .. } if self.named_trees.contains_key(name) => {
+                        self.named_trees[name].root().to_path_buf()
+                    }
+                    _ => self.context_dir(op)?,
+                },
+                None => self.context_dir(op)?,
+            },
+            (_, Some(i)) => {
+                let view = self.view_of(&inputs[i])?;
+                let path = view.path().to_path_buf();
+                _view = Some(view);
+                path
+            }
+            (_, None) => self.context_dir(op)?,
+        };
+        let draft = self.store.prepare_snapshot()?;
+        let result = if file.link {
+            forge_executor::copy(&spec, &src_root, &draft.fs_dir())
+        } else {
+            let lowers = self.chain_dirs(base.top.as_ref())?;
+            let merged = OverlayMount::writable(
+                &lowers,
+                &draft.fs_dir(),
+                &draft.work_dir(),
+                &self.scratch_dir("copy"),
+            )?;
+            let r = forge_executor::copy(&spec, &src_root, merged.path());
+            drop(merged);
+            r
+        };
+        result.map_err(|source| self.fileop_error(op, source))?;
+        drop(_view);
+        let meta = SnapshotMeta {
+            parent: base.top.clone(),
+            description: op.name.clone(),
+            ..SnapshotMeta::default()
+        };
+        Ok(self.store.commit_snapshot(draft, meta)?)
+    }
+
+    fn mkdir_step(
+        &self,
+        op: &Op,
+        path: &str,
+        mode: u32,
+        user: Option<&str>,
+        base: Option<&State>,
+        _key: CacheKey,
+    ) -> Result<SnapshotId, BuildError> {
+        let base = base.expect("WORKDIR has a base");
+        let lowers = self.chain_dirs(base.top.as_ref())?;
+        let draft = self.store.prepare_snapshot()?;
+        {
+            let merged = OverlayMount::writable(
+                &lowers,
+                &draft.fs_dir(),
+                &draft.work_dir(),
+                &self.scratch_dir("mkdir"),
+            )?;
+            let (uid, gid) = match user {
+                Some(u) if !u.is_empty() => resolve_owner(merged.path(), u)?,
+                _ => (0, 0),
+            };
+            mkdir_in_root(merged.path(), Path::new(path), mode, uid, gid)?;
+        }
+        let meta = SnapshotMeta {
+            parent: base.top.clone(),
+            description: op.name.clone(),
+            ..SnapshotMeta::default()
+        };
+        Ok(self.store.commit_snapshot(draft, meta)?)
+    }
+}
+
+fn action_name(action: FileAction) -> &'static str {
+    match action {
+        FileAction::Copy => "COPY",
+        FileAction::Add => "ADD",
+    }
+}
+
+fn is_remote(source: &str) -> bool {
+    source.starts_with("http://")
+        || source.starts_with("https://")
+        || source.starts_with("git@")
+        || source.starts_with("git://")
+        || source.starts_with("ssh://")
+}
+
+fn base_name(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .to_owned()
+}
