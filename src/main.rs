@@ -26,6 +26,8 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     /// Run build checks (lints) on a Dockerfile.
     Check(commands::check::CheckArgs),
+    /// Plan a build: the graph of steps and the image config of each stage (text, JSON or DOT).
+    Plan(commands::plan::PlanArgs),
 }
 
 /// The global options every command may need.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&globals, args),
         Command::Check(args) => commands::check::run(&globals, args),
+        Command::Plan(args) => commands::plan::run(&globals, args),
     };
     match result {
         Ok(code) => code,

@@ -2,3 +2,4 @@
 
 pub(crate) mod check;
 pub(crate) mod parse;
+pub(crate) mod plan;
