@@ -219,7 +219,7 @@ impl RegistryClient {
             }
         }
         let media_type = manifest_media_type(header_type.as_deref(), &bytes);
-        if media_type.contains("manifest.v1") {
+        if media_type.contains("distribution.manifest.v1") {
             return Err(RegistryError::BadManifest {
                 action: op.action.clone(),
                 target: op.target.clone(),
@@ -442,7 +442,8 @@ fn manifest_media_type(header: Option<&str>, bytes: &[u8]) -> String {
         DOCKER_MANIFEST,
         DOCKER_MANIFEST_LIST,
     ];
-    if let Some(h) = header.filter(|h| known.contains(h) || h.contains("manifest.v1")) {
+    if let Some(h) = header.filter(|h| known.contains(h) || h.contains("distribution.manifest.v1"))
+    {
         return h.to_string();
     }
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
