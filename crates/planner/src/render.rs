@@ -185,11 +185,21 @@ pub fn render_dot(plan: &Plan) -> String {
             ) {
                 continue;
             }
-            let label = format!(
-                "{}\n{}",
-                truncate(&step_text(op), 48),
-                short_digest(&op.digest)
-            );
+            let mut label = truncate(&without_flags(&step_text(op)), 48);
+            // Mounts with no source op (cache, tmpfs, secret, ssh) have no edge: list them.
+            if let OpKind::Run(run) = &op.kind {
+                for m in run.mounts.iter().filter(|m| m.input.is_none()) {
+                    let kind = serde_json::to_value(m.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string));
+                    label.push_str(&format!(
+                        "\n{} {}",
+                        kind.unwrap_or_default(),
+                        truncate(&m.target, 40)
+                    ));
+                }
+            }
+            let label = format!("{label}\n{}", short_digest(&op.digest));
             let fill = match op.kind {
                 OpKind::Config { .. } => "fillcolor=\"#f1f5f9\", fontcolor=\"#475569\"",
                 OpKind::Run(_) => "fillcolor=\"#dcfce7\"",
@@ -291,6 +301,20 @@ fn step_text(op: &Op) -> String {
         }
     }
     op.name.clone()
+}
+
+/// `2/4 RUN --mount=... cargo build` -> `2/4 RUN cargo build`: flags become edges and lines.
+fn without_flags(text: &str) -> String {
+    let mut words = text.split(' ').peekable();
+    let mut kept: Vec<&str> = Vec::new();
+    // The step number and the keyword come first.
+    kept.extend(words.next());
+    kept.extend(words.next());
+    while words.peek().is_some_and(|w| w.starts_with("--")) {
+        words.next();
+    }
+    kept.extend(words);
+    kept.join(" ")
 }
 
 fn truncate(text: &str, max: usize) -> String {

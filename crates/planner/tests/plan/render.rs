@@ -90,3 +90,34 @@ fn json_has_graph_stages_and_target() {
         .all(|op| op["digest"].as_str().unwrap().starts_with("blake3:")));
     assert_eq!(json["stages"][1]["config"]["config"]["Cmd"][0], "/bin/true");
 }
+
+/// docs/plan-multistage.svg (shown in README) must be regenerated when digests change:
+/// `forge plan --format dot -f crates/planner/tests/data/multistage.Dockerfile crates/planner/tests/data | dot -Tsvg`.
+#[test]
+fn readme_picture_is_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("tests/data/multistage.Dockerfile")).unwrap();
+    let df = forge_parser::parse(&text).unwrap();
+    let p = forge_planner::plan(&df, &opts(&[]), &forge_planner::OfflineResolver).unwrap();
+    let svg = std::fs::read_to_string(root.join("../../docs/plan-multistage.svg")).unwrap();
+    assert!(
+        p.stage(2).is_none(),
+        "the test stage is pruned from the picture"
+    );
+    for op in p.graph.ops() {
+        if matches!(
+            op.kind,
+            forge_planner::OpKind::Image { .. }
+                | forge_planner::OpKind::Scratch
+                | forge_planner::OpKind::Context { .. }
+        ) {
+            continue;
+        }
+        let short = &op.digest["blake3:".len().."blake3:".len() + 12];
+        assert!(
+            svg.contains(short),
+            "docs/plan-multistage.svg lacks op {} ({short}); regenerate it",
+            op.name
+        );
+    }
+}
