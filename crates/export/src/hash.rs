@@ -5,11 +5,11 @@ use std::io::{self, Read, Write};
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
-/// A writer that hashes and counts what passes through it.
+/// A writer that hashes (unless told not to) and counts what passes through it.
 #[derive(Debug)]
 pub(crate) struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -17,21 +17,32 @@ impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
         }
     }
 
-    /// The inner writer, the digest and the byte count.
-    pub(crate) fn finish(self) -> (W, Digest, u64) {
-        (self.inner, sha256_digest(self.hasher), self.count)
+    /// Counts only: for a stream whose digest another stage already computes.
+    pub(crate) fn counting(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
+            count: 0,
+        }
+    }
+
+    /// The inner writer, the digest (if hashing) and the byte count.
+    pub(crate) fn finish(self) -> (W, Option<Digest>, u64) {
+        (self.inner, self.hasher.map(sha256_digest), self.count)
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

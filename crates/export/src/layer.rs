@@ -12,6 +12,7 @@ use std::path::Path;
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
 use crate::hash::HashingWriter;
+use crate::pgzip::ParallelGzEncoder;
 use crate::sys;
 use crate::tarfmt::{self, Header, Kind};
 use crate::ExportError;
@@ -21,7 +22,8 @@ use crate::ExportError;
 pub enum Compression {
     /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
     Uncompressed,
-    /// gzip with a fixed header (no name, mtime 0), so equal tars give equal blobs.
+    /// gzip with a fixed header (no name, mtime 0), compressed in parallel in fixed 1 MiB chunks
+    /// (pigz style): equal tars give equal blobs whatever the number of cores.
     #[default]
     Gzip,
     /// zstd (`application/vnd.oci.image.layer.v1.tar+zstd`).
@@ -73,7 +75,7 @@ impl LayerInfo {
 /// The compressing stage of the pipeline.
 enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -83,12 +85,7 @@ impl<W: Write> Encoder<W> {
             Compression::Uncompressed => Encoder::Plain(inner),
             Compression::Gzip => {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
-                // No file name, mtime 0, OS "unknown": the header carries nothing that varies.
-                let gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(level));
-                Encoder::Gzip(gz)
+                Encoder::Gzip(ParallelGzEncoder::new(inner, level))
             }
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
                 inner,
@@ -145,8 +142,12 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, ExportError> {
-    let encoder =
-        Encoder::new(HashingWriter::new(out), opts.compression, opts.level).map_err(write_err)?;
+    // An uncompressed blob is the tar itself: hash it once.
+    let blob_hasher = match opts.compression {
+        Compression::Uncompressed => HashingWriter::counting(out),
+        _ => HashingWriter::new(out),
+    };
+    let encoder = Encoder::new(blob_hasher, opts.compression, opts.level).map_err(write_err)?;
     let mut sink: TarSink<_> = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
     let mut walker = Walker {
         opts,
@@ -156,8 +157,10 @@ pub fn write_layer(
     tarfmt::write_end(&mut sink).map_err(write_err)?;
     let tar_hasher = sink.into_inner().map_err(|e| write_err(e.into_error()))?;
     let (encoder, diff_id, uncompressed_size) = tar_hasher.finish();
+    let diff_id = diff_id.expect("the tar stage always hashes");
     let blob_hasher = encoder.finish().map_err(write_err)?;
     let (mut out, digest, size) = blob_hasher.finish();
+    let digest = digest.unwrap_or_else(|| diff_id.clone());
     out.flush().map_err(write_err)?;
     Ok(LayerInfo {
         diff_id,

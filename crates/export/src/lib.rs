@@ -8,6 +8,7 @@ mod hash;
 mod image;
 mod layer;
 mod output;
+mod pgzip;
 mod sys;
 mod tarfmt;
 mod unpack;
