@@ -7,7 +7,7 @@
 //! come back split into those that were set and those that were not (the lints' UndefinedVar
 //! and the planner's unused-build-arg warning both need them).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where expansion looks variables up.
 pub trait VarSource {
@@ -609,16 +609,45 @@ fn compile_pattern(pattern: &str) -> Result<Vec<Token>, Fail> {
     Ok(tokens)
 }
 
+/// States of the pattern search already explored, as a bitmap over (token, position).
+struct Visited {
+    seen: Vec<bool>,
+    width: usize,
+}
+
+impl Visited {
+    fn new(tokens: &[Token], text: &[char]) -> Visited {
+        let width = text.len() + 1;
+        Visited {
+            seen: vec![false; (tokens.len() + 1) * width],
+            width,
+        }
+    }
+
+    /// Marks the state; false if it was already marked.
+    fn insert(&mut self, ti: usize, pos: usize) -> bool {
+        let slot = &mut self.seen[ti * self.width + pos];
+        !std::mem::replace(slot, true)
+    }
+}
+
 /// The end of the first match of `tokens` starting exactly at `start`, trying the
 /// alternatives in the order a backtracking regexp engine would (`*` longest first when
 /// `greedy`, shortest first otherwise), which is what BuildKit's regexps report.
-fn match_at(tokens: &[Token], text: &[char], start: usize, greedy: bool) -> Option<usize> {
-    // Depth-first search with a visited set: a state seen before has already failed, so the
-    // search stays polynomial whatever the pattern.
-    let mut visited = HashSet::new();
+///
+/// Depth-first search that skips states seen before: a seen state has already been explored
+/// without reaching the end (the search stops at the first success), so the search stays
+/// polynomial whatever the pattern, and `visited` may be shared by searches from several starts.
+fn match_at(
+    tokens: &[Token],
+    text: &[char],
+    start: usize,
+    greedy: bool,
+    visited: &mut Visited,
+) -> Option<usize> {
     let mut stack = vec![(0usize, start)];
     while let Some((ti, pos)) = stack.pop() {
-        if !visited.insert((ti, pos)) {
+        if !visited.insert(ti, pos) {
             continue;
         }
         let Some(token) = tokens.get(ti) else {
@@ -659,10 +688,12 @@ fn match_at(tokens: &[Token], text: &[char], start: usize, greedy: bool) -> Opti
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fail> {
     let tokens = compile_pattern(pattern)?;
     let text: Vec<char> = value.chars().collect();
-    Ok(match match_at(&tokens, &text, 0, greedy) {
-        Some(end) => text[end..].iter().collect(),
-        None => value.to_string(),
-    })
+    Ok(
+        match match_at(&tokens, &text, 0, greedy, &mut Visited::new(&tokens, &text)) {
+            Some(end) => text[end..].iter().collect(),
+            None => value.to_string(),
+        },
+    )
 }
 
 /// The shortest or longest matching suffix is the shortest or longest matching prefix of
@@ -671,19 +702,28 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fail>
     let mut tokens = compile_pattern(pattern)?;
     tokens.reverse();
     let reversed: Vec<char> = value.chars().rev().collect();
-    Ok(match match_at(&tokens, &reversed, 0, greedy) {
-        Some(end) => {
-            let keep = reversed.len() - end;
-            value.chars().take(keep).collect()
-        }
-        None => value.to_string(),
-    })
+    Ok(
+        match match_at(
+            &tokens,
+            &reversed,
+            0,
+            greedy,
+            &mut Visited::new(&tokens, &reversed),
+        ) {
+            Some(end) => {
+                let keep = reversed.len() - end;
+                value.chars().take(keep).collect()
+            }
+            None => value.to_string(),
+        },
+    )
 }
 
 /// The leftmost match at or after `from`.
 fn find(tokens: &[Token], text: &[char], from: usize) -> Option<(usize, usize)> {
+    let mut visited = Visited::new(tokens, text);
     (from..=text.len())
-        .find_map(|start| match_at(tokens, text, start, true).map(|end| (start, end)))
+        .find_map(|start| match_at(tokens, text, start, true, &mut visited).map(|end| (start, end)))
 }
 
 /// Replace the first or every match, with Go's regexp rules for empty matches (an empty

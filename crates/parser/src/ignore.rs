@@ -118,7 +118,7 @@ impl IgnoreMatcher {
             if pattern.exclusion != matched {
                 continue;
             }
-            let hit = pattern.matches(path) || parents.iter().any(|p| pattern.matches(p));
+            let hit = pattern.matches_or_parent(path, &parents);
             if hit {
                 matched = !pattern.exclusion;
             }
@@ -254,6 +254,19 @@ impl Pattern {
         })
     }
 
+    /// Whether the pattern matches `path` or one of `parents` (its ancestor directories).
+    fn matches_or_parent(&self, path: &str, parents: &[&str]) -> bool {
+        match &self.kind {
+            // One pass over the path answers for every parent too: a parent is the text
+            // before one of the path's slashes.
+            MatchKind::Tokens(tokens) => {
+                let parent_len = parents.last().map_or(0, |p| p.len());
+                nfa_matches(tokens, path, parent_len)
+            }
+            _ => self.matches(path) || parents.iter().any(|p| self.matches(p)),
+        }
+    }
+
     fn matches(&self, path: &str) -> bool {
         match &self.kind {
             MatchKind::Exact => path == self.cleaned,
@@ -262,10 +275,7 @@ impl Pattern {
                 path.ends_with(suffix.as_str())
                     || suffix.strip_prefix('/').is_some_and(|s| path == s)
             }
-            MatchKind::Tokens(tokens) => {
-                let text: Vec<char> = path.chars().collect();
-                run_nfa(tokens, &text).contains(&(tokens.len(), false))
-            }
+            MatchKind::Tokens(tokens) => nfa_matches(tokens, path, 0),
         }
     }
 
@@ -448,40 +458,36 @@ fn take_class_char(chars: &[char], i: &mut usize) -> char {
     ch
 }
 
-/// Simulate the pattern as an NFA over `text`; returns the live states `(token, inside
-/// AnyDirs)` after the whole text. Linear in text length times pattern length.
-fn run_nfa(tokens: &[Tok], text: &[char]) -> Vec<(usize, bool)> {
-    let mut current = closure(tokens, vec![(0, false)]);
-    for &ch in text {
-        let mut next = Vec::new();
-        for &(ti, inside) in &current {
-            if inside {
-                if ch != '\n' {
-                    next.push((ti, true));
-                }
-                if ch == '/' {
-                    next.push((ti + 1, false));
-                }
-                continue;
-            }
-            let Some(tok) = tokens.get(ti) else { continue };
-            match tok {
-                Tok::Lit(c) if *c == ch => next.push((ti + 1, false)),
-                Tok::Any if ch != '/' => next.push((ti + 1, false)),
-                Tok::Star if ch != '/' => next.push((ti, false)),
-                Tok::Rest if ch != '\n' => next.push((ti, false)),
-                Tok::Class { negated, ranges } => {
-                    let inside_class = ranges.iter().any(|(lo, hi)| *lo <= ch && ch <= *hi);
-                    if inside_class != *negated {
-                        next.push((ti + 1, false));
-                    }
-                }
-                _ => {}
-            }
+/// Whether the pattern matches all of `text`, or the part before a `/` that lies within the
+/// first `prefix_len` bytes (the parent directories). A Thompson simulation: linear in the
+/// text's length times the pattern's.
+fn nfa_matches(tokens: &[Tok], text: &str, prefix_len: usize) -> bool {
+    let accept = (tokens.len(), false);
+    let mut current = vec![(0, false)];
+    closure(tokens, &mut current);
+    let mut next = Vec::with_capacity(current.capacity());
+    for (i, ch) in text.char_indices() {
+        if ch == '/' && i > 0 && i <= prefix_len && current.contains(&accept) {
+            return true;
         }
-        next.sort_unstable();
-        next.dedup();
-        current = closure(tokens, next);
+        step(tokens, &current, ch, &mut next);
+        if next.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut current, &mut next);
+    }
+    current.contains(&accept)
+}
+
+/// The live states `(token, inside AnyDirs)` after the whole text; empty when no continuation
+/// of `text` can match.
+fn run_nfa(tokens: &[Tok], text: &[char]) -> Vec<(usize, bool)> {
+    let mut current = vec![(0, false)];
+    closure(tokens, &mut current);
+    let mut next = Vec::new();
+    for &ch in text {
+        step(tokens, &current, ch, &mut next);
+        std::mem::swap(&mut current, &mut next);
         if current.is_empty() {
             break;
         }
@@ -489,24 +495,54 @@ fn run_nfa(tokens: &[Tok], text: &[char]) -> Vec<(usize, bool)> {
     current
 }
 
+/// The states after consuming `ch` from `current`, closed under empty moves, into `next`.
+fn step(tokens: &[Tok], current: &[(usize, bool)], ch: char, next: &mut Vec<(usize, bool)>) {
+    next.clear();
+    for &(ti, inside) in current {
+        if inside {
+            if ch != '\n' {
+                add(next, (ti, true));
+            }
+            if ch == '/' {
+                add(next, (ti + 1, false));
+            }
+            continue;
+        }
+        let Some(tok) = tokens.get(ti) else { continue };
+        match tok {
+            Tok::Lit(c) if *c == ch => add(next, (ti + 1, false)),
+            Tok::Any if ch != '/' => add(next, (ti + 1, false)),
+            Tok::Star if ch != '/' => add(next, (ti, false)),
+            Tok::Rest if ch != '\n' => add(next, (ti, false)),
+            Tok::Class { negated, ranges } => {
+                let in_class = ranges.iter().any(|(lo, hi)| *lo <= ch && ch <= *hi);
+                if in_class != *negated {
+                    add(next, (ti + 1, false));
+                }
+            }
+            _ => {}
+        }
+    }
+    closure(tokens, next);
+}
+
 /// Add the states reachable without consuming a character.
-fn closure(tokens: &[Tok], mut states: Vec<(usize, bool)>) -> Vec<(usize, bool)> {
+fn closure(tokens: &[Tok], states: &mut Vec<(usize, bool)>) {
     let mut i = 0;
     while i < states.len() {
         let (ti, inside) = states[i];
         if !inside {
             match tokens.get(ti) {
-                Some(Tok::Star | Tok::Rest) => add(&mut states, (ti + 1, false)),
+                Some(Tok::Star | Tok::Rest) => add(states, (ti + 1, false)),
                 Some(Tok::AnyDirs) => {
-                    add(&mut states, (ti + 1, false));
-                    add(&mut states, (ti, true));
+                    add(states, (ti + 1, false));
+                    add(states, (ti, true));
                 }
                 _ => {}
             }
         }
         i += 1;
     }
-    states
 }
 
 fn add(states: &mut Vec<(usize, bool)>, state: (usize, bool)) {
