@@ -172,6 +172,8 @@ struct Outline<'a> {
     platform: Platform,
     base: BaseRef,
     resolved: Option<ResolvedImage>,
+    /// Whether the resolver was asked about an image base yet.
+    looked_up: bool,
     /// ONBUILD triggers of the base, run right after FROM.
     triggers: Vec<Instruction>,
     body: &'a [Instruction],
@@ -198,6 +200,7 @@ struct Planner<'a> {
 struct StageState {
     index: usize,
     label: String,
+    platform: Platform,
     config: ImageConfig,
     /// ARGs declared in this stage, in order, with their values.
     args: Vec<(String, Option<String>)>,
@@ -283,9 +286,9 @@ impl<'a> Planner<'a> {
             .position(|i| matches!(i.kind, InstructionKind::From(_)))
             .ok_or(PlanError::NoStages)?;
         self.global_args(&instructions[..first_from])?;
-        let outlines = self.outline(&instructions[first_from..])?;
+        let mut outlines = self.outline(&instructions[first_from..])?;
         let target = self.target_index(&outlines)?;
-        let needed = needed_stages(&outlines, target);
+        let needed = self.resolve_needed(&mut outlines, target)?;
 
         for outline in outlines.iter().filter(|o| needed.contains(&o.index)) {
             let stage = self.plan_stage(outline, &outlines)?;
@@ -458,27 +461,8 @@ impl<'a> Planner<'a> {
                     }
                     (None, triggers)
                 }
-                BaseRef::Image(reference) => {
-                    let resolved = self.resolver.resolve(reference, &platform);
-                    let mut triggers = Vec::new();
-                    if let Some(r) = &resolved {
-                        for text in &r.config.config.on_build {
-                            let parsed = forge_parser::parse(text).map_err(|source| {
-                                PlanError::TriggerParse {
-                                    line,
-                                    base: reference.clone(),
-                                    trigger: text.clone(),
-                                    source: Box::new(source),
-                                }
-                            })?;
-                            for t in parsed.instructions {
-                                check_trigger(&t, reference, line, text)?;
-                                triggers.push(t);
-                            }
-                        }
-                    }
-                    (resolved, triggers)
-                }
+                // Looked up later, and only when the target needs this stage.
+                BaseRef::Image(_) => (None, Vec::new()),
             };
 
             for instr in triggers.iter().chain(body.iter()) {
@@ -503,12 +487,68 @@ impl<'a> Planner<'a> {
                 platform,
                 base,
                 resolved,
+                looked_up: false,
                 triggers,
                 body,
                 deps,
             });
         }
         Ok(outlines)
+    }
+
+    /// Resolve the image bases of the stages the target needs (and only those: resolving may
+    /// mean a pull), adding their ONBUILD triggers. A trigger can name another stage with
+    /// `--from`, so this repeats until the set of needed stages stops growing.
+    fn resolve_needed(
+        &self,
+        outlines: &mut [Outline<'a>],
+        target: usize,
+    ) -> Result<BTreeSet<usize>, PlanError> {
+        let names = stage_names(outlines);
+        loop {
+            let needed = needed_stages(outlines, target);
+            let mut grew = false;
+            for &i in &needed {
+                let o = &mut outlines[i];
+                let BaseRef::Image(reference) = &o.base else {
+                    continue;
+                };
+                if o.looked_up {
+                    continue;
+                }
+                o.looked_up = true;
+                let resolved = self.resolver.resolve(reference, &o.platform);
+                let mut triggers = Vec::new();
+                for text in resolved
+                    .iter()
+                    .flat_map(|r| r.config.config.on_build.iter())
+                {
+                    let parsed =
+                        forge_parser::parse(text).map_err(|source| PlanError::TriggerParse {
+                            line: o.line,
+                            base: reference.clone(),
+                            trigger: text.clone(),
+                            source: Box::new(source),
+                        })?;
+                    for t in parsed.instructions {
+                        check_trigger(&t, reference, o.line, text)?;
+                        for (word, keyword) in from_references(&t) {
+                            if let SourceRef::Stage { index } =
+                                self.source_ref(&names, i, &word, o.line, keyword)?
+                            {
+                                grew |= o.deps.insert(index) && !needed.contains(&index);
+                            }
+                        }
+                        triggers.push(t);
+                    }
+                }
+                o.resolved = resolved;
+                o.triggers = triggers;
+            }
+            if !grew {
+                return Ok(needed);
+            }
+        }
     }
 
     /// What a `--from` word names: an earlier stage (by name or index), or else an image.
@@ -641,13 +681,13 @@ impl<'a> Planner<'a> {
         }
         // Triggers run once, in the stage that builds on the image; they are not inherited.
         config.config.on_build.clear();
-        if let Some(created) = &self.created {
-            config.created = Some(created.clone());
-        }
+        // The base's timestamp is not this image's: SOURCE_DATE_EPOCH or the exporter sets it.
+        config.created = self.created.clone();
 
         let mut st = StageState {
             index: outline.index,
             label,
+            platform: outline.platform.clone(),
             config,
             args: Vec::new(),
             last,
@@ -656,10 +696,7 @@ impl<'a> Planner<'a> {
             step: 1,
             total,
         };
-        let names: Vec<(Option<String>, usize)> = outlines
-            .iter()
-            .map(|o| (o.name.as_ref().map(|n| n.to_ascii_lowercase()), o.line))
-            .collect();
+        let names = stage_names(outlines);
         for trigger in &outline.triggers {
             st.step += 1;
             let text = format!("ONBUILD {}", collapse(&trigger.node.original));
@@ -1029,7 +1066,7 @@ impl<'a> Planner<'a> {
                         (SourceRef::Context, Some(s)) => vec![scope::context_relative(s)],
                         _ => Vec::new(),
                     };
-                    let op = self.source_op(from, include, st.index, line);
+                    let op = self.source_op(from, include, st, line);
                     extra.push(Input {
                         op,
                         role: InputRole::Mount,
@@ -1122,7 +1159,7 @@ impl<'a> Planner<'a> {
             mounts,
             network: run.network.unwrap_or(NetworkMode::Default),
             security: run.security.unwrap_or(SecurityMode::Sandbox),
-            platform: self.opts.platform.clone(),
+            platform: st.platform.clone(),
             proxy_env,
         };
         self.history(st, created_by, false);
@@ -1225,7 +1262,7 @@ impl<'a> Planner<'a> {
                 SourceRef::Context => local.iter().map(|s| scope::context_relative(s)).collect(),
                 _ => Vec::new(),
             };
-            let op = self.source_op(&from, include, st.index, line);
+            let op = self.source_op(&from, include, st, line);
             extra.push(Input {
                 op,
                 role: InputRole::CopySource,
@@ -1283,17 +1320,18 @@ impl<'a> Planner<'a> {
         &mut self,
         from: &SourceRef,
         include: Vec<String>,
-        stage: usize,
+        st: &StageState,
         line: usize,
     ) -> OpId {
+        let stage = st.index;
         match from {
             SourceRef::Stage { index } => self.planned[index].result,
             SourceRef::Image { reference } => {
-                let resolved = self.resolver.resolve(reference, &self.opts.platform);
+                let resolved = self.resolver.resolve(reference, &st.platform);
                 self.graph.add(
                     OpKind::Image {
                         reference: reference.clone(),
-                        platform: self.opts.platform.clone(),
+                        platform: st.platform.clone(),
                         resolved: resolved.map(|r| r.digest),
                     },
                     Vec::new(),
@@ -1337,6 +1375,14 @@ impl Outline<'_> {
             .clone()
             .unwrap_or_else(|| format!("stage-{}", self.index))
     }
+}
+
+/// Lower-cased stage names and FROM lines, for resolving `--from`.
+fn stage_names(outlines: &[Outline<'_>]) -> Vec<(Option<String>, usize)> {
+    outlines
+        .iter()
+        .map(|o| (o.name.as_ref().map(|n| n.to_ascii_lowercase()), o.line))
+        .collect()
 }
 
 fn outline_from_text(outline: &Outline<'_>, outlines: &[Outline<'_>]) -> String {

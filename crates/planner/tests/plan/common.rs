@@ -32,7 +32,7 @@ pub(crate) fn opts(args: &[(&str, &str)]) -> PlanOptions {
 }
 
 /// Resolves every image except `unresolved/...`, with a digest derived from the reference.
-/// `onbuild/...` images carry ONBUILD triggers; `nopath/...` images set no PATH.
+/// `onbuild/...` images carry ONBUILD triggers (`onbuild-from/...`: one reading stage `helper`); `nopath/...` images set no PATH.
 #[derive(Debug, Default)]
 pub(crate) struct FakeRegistry;
 
@@ -51,6 +51,9 @@ impl ImageResolver for FakeRegistry {
         };
         if reference.starts_with("nopath/") {
             config.env.clear();
+        }
+        if reference.starts_with("onbuild-from/") {
+            config.on_build = vec!["COPY --from=helper /helper.txt /helper.txt".to_string()];
         }
         if reference.starts_with("onbuild/") {
             config.on_build = vec![

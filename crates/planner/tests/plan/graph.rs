@@ -388,3 +388,45 @@ fn try_plan_reports_errors_not_panics_on_odd_input() {
         matches!(&p.stage(0).unwrap().base, StageBase::Image { reference, .. } if reference == "golang")
     );
 }
+
+/// Records which images the planner asks about.
+#[derive(Default)]
+struct Recording(std::cell::RefCell<Vec<String>>);
+
+impl forge_planner::ImageResolver for Recording {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &forge_planner::Platform,
+    ) -> Option<forge_planner::ResolvedImage> {
+        self.0.borrow_mut().push(reference.to_string());
+        FakeRegistry.resolve(reference, platform)
+    }
+}
+
+#[test]
+fn only_needed_images_are_resolved() {
+    let rec = Recording::default();
+    let df = parse("FROM pruned/image AS unused\nFROM alpine AS final\nCOPY --from=busybox /bin/busybox /bin/\n");
+    forge_planner::plan(&df, &opts(&[]), &rec).unwrap();
+    assert_eq!(
+        *rec.0.borrow(),
+        vec!["alpine".to_string(), "busybox".to_string()]
+    );
+}
+
+#[test]
+fn a_trigger_can_pull_in_another_stage() {
+    let p = plan(
+        "FROM alpine AS helper\nRUN echo > /helper.txt\nFROM onbuild-from/app\nRUN true\n",
+        &opts(&[]),
+    );
+    assert_eq!(
+        p.stages.iter().map(|s| s.index).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let s = p.stage(1).unwrap();
+    let copy = p.graph.op(s.ops[1]);
+    assert_eq!(copy.inputs[1].op, p.stage(0).unwrap().result);
+    assert_eq!(copy.line, 3);
+}
