@@ -500,3 +500,42 @@ fn pathological_patterns_finish() {
     let exp = expand_word("${V//*a*a*b/x}", '\\', &short).unwrap();
     assert_eq!(exp.value, &value[..300]);
 }
+
+#[test]
+fn backtick_escape_in_modifiers() {
+    let vars = env(&[("v", "a`}b"), ("p", "C:\\dir\\file.txt")]);
+    let cases: &[(&str, Option<&str>)] = &[
+        // In a pattern the escape character is kept for the pattern compiler, which only knows
+        // `\`: with the backtick escape, "`}" stays a literal backtick followed by `}`.
+        ("${v#*`}}", Some("b")),
+        // Backslashes are plain characters, so Windows paths trim as expected.
+        ("${p%\\\\*}", Some("C:\\dir")),
+        ("${p##*\\\\}", Some("file.txt")),
+        ("${u:-`$v}", Some("$v")),
+        ("\"${u:-a`\"b}\"", Some("a\"b")),
+        ("${p/dir/`}}", Some("C:\\`}\\file.txt")),
+    ];
+    check_table(cases, &vars, '`');
+}
+
+mod never_panics {
+    use std::collections::BTreeMap;
+
+    use forge_parser::{expand_word, expand_words};
+    use proptest::prelude::*;
+
+    proptest! {
+        // Any input either expands or returns an error; nothing panics, and the word list
+        // never contains an empty word.
+        #[test]
+        fn expansion_of_arbitrary_text(text in "[a-z$#%/:?+*{}'\"\\\\` -]{0,40}", escape in prop::sample::select(vec!['\\', '`'])) {
+            let mut vars = BTreeMap::new();
+            vars.insert("a".to_string(), "x y*".to_string());
+            vars.insert("b".to_string(), String::new());
+            let _ = expand_word(&text, escape, &vars);
+            if let Ok(w) = expand_words(&text, escape, &vars) {
+                prop_assert!(w.words.iter().all(|w| !w.is_empty()));
+            }
+        }
+    }
+}

@@ -366,3 +366,23 @@ fn ignore_file_candidates_in_precedence_order() {
         vec!["build/app.Dockerfile.dockerignore", ".dockerignore"]
     );
 }
+
+mod never_panics {
+    use forge_parser::IgnoreMatcher;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Arbitrary ignore files either parse or name a line; matching never panics, and a
+        // directory a walker may skip never has an included path below it.
+        #[test]
+        fn arbitrary_patterns(text in "[a-c*?!/\\[\\]^\\\\.\n-]{0,30}", path in "[a-c/.]{0,12}") {
+            if let Ok(m) = IgnoreMatcher::parse(&text) {
+                let _ = m.is_excluded(&path);
+                let child = format!("{path}/a/b");
+                if !m.may_include_under(&path) {
+                    prop_assert!(m.is_excluded(&child), "{:?} skipped {:?} but includes {:?}", text, path, child);
+                }
+            }
+        }
+    }
+}
