@@ -4,26 +4,26 @@
 
 mod ast;
 mod error;
-mod json;
-mod parse;
 mod expand;
 mod ignore;
+mod json;
 mod lint;
+mod parse;
 
-pub use error::{ParseError, ParseErrorKind};
-pub use json::{
-    json_document, text_listing, JsonDirectives, JsonDocument, JsonHeredoc, JsonInstruction,
-    JsonPair, JSON_SCHEMA_VERSION,
-};
-pub use parse::parse;
 pub use ast::{
     ArgDecl, Args, CacheSharing, Chmod, CommandLine, Copy, Directives, Dockerfile, From,
     Healthcheck, Heredoc, Instruction, InstructionKind, KeyValue, Mount, MountType, NetworkMode,
     Node, Pos, RawFlag, Run, SecurityMode, Span, Spanned,
 };
+pub use error::{ParseError, ParseErrorKind};
 pub use expand::{
     expand_word, expand_word_with, expand_words, ExpandError, ExpandOptions, Expansion, VarSource,
     WordsExpansion,
 };
 pub use ignore::{ignore_file_candidates, IgnoreError, IgnoreMatcher};
+pub use json::{
+    json_document, text_listing, JsonDirectives, JsonDocument, JsonHeredoc, JsonInstruction,
+    JsonPair, JSON_SCHEMA_VERSION,
+};
 pub use lint::{check, check_with, CheckConfig, Finding, RULES};
+pub use parse::parse;
