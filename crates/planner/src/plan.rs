@@ -1510,12 +1510,12 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
             return heredocs[0].body.clone();
         }
     }
+    // Reconstituted as BuildKit does: the command line, then each body and its terminator.
     let mut script = cmd.to_string();
-    script.push('\n');
     for doc in heredocs {
+        script.push('\n');
         script.push_str(&doc.body);
         script.push_str(&doc.name);
-        script.push('\n');
     }
     script
 }
