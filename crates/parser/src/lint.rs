@@ -199,6 +199,8 @@ struct Linter<'a> {
 struct StageScope {
     env: BTreeMap<String, String>,
     absolute_workdir: bool,
+    /// A SHELL instruction in the stage or its bases (JSONArgsRecommended then stays quiet).
+    has_shell: bool,
 }
 
 /// Variables visible while expanding: ENV values and ARGs that have a value.
@@ -323,6 +325,8 @@ impl Linter<'_> {
         let mut absolute_workdir = false;
         let mut stage_name: Option<String> = None;
         let mut once_only: Vec<(&'static str, &Instruction)> = Vec::new();
+        let mut has_shell = false;
+        let mut shell_forms: Vec<(&Instruction, &'static str, &CommandLine)> = Vec::new();
 
         for inst in &df.instructions {
             match &inst.kind {
@@ -355,11 +359,14 @@ impl Linter<'_> {
                             StageScope {
                                 env: env.clone(),
                                 absolute_workdir,
+                                has_shell,
                             },
                         );
                     }
                     self.multiple_instructions(&once_only);
                     once_only.clear();
+                    self.json_args(&shell_forms, has_shell);
+                    shell_forms.clear();
                     in_stage = true;
 
                     self.base_image_args(
@@ -383,6 +390,7 @@ impl Linter<'_> {
                     let inherited = named.get(&base).cloned().unwrap_or_default();
                     env = inherited.env;
                     absolute_workdir = inherited.absolute_workdir;
+                    has_shell = inherited.has_shell;
                     args = BTreeMap::new();
                     stage_name = from.alias.as_ref().map(|a| a.value.to_lowercase());
                     continue;
@@ -504,18 +512,20 @@ impl Linter<'_> {
                     }
                 }
                 InstructionKind::Cmd(cmd) => {
-                    self.json_args(inst, "CMD", cmd);
+                    shell_forms.push((inst, "CMD", cmd));
                     once_only.push(("CMD", inst));
                 }
                 InstructionKind::Entrypoint(cmd) => {
-                    self.json_args(inst, "ENTRYPOINT", cmd);
+                    shell_forms.push((inst, "ENTRYPOINT", cmd));
                     once_only.push(("ENTRYPOINT", inst));
                 }
+                InstructionKind::Shell(_) => has_shell = true,
                 InstructionKind::Healthcheck(_) => once_only.push(("HEALTHCHECK", inst)),
                 _ => {}
             }
         }
         self.multiple_instructions(&once_only);
+        self.json_args(&shell_forms, has_shell);
     }
 
     fn base_image_args(
@@ -656,8 +666,20 @@ impl Linter<'_> {
         }
     }
 
-    fn json_args(&mut self, inst: &Instruction, keyword: &str, cmd: &CommandLine) {
-        if let CommandLine::Shell(text) = cmd {
+    /// JSONArgsRecommended for the shell-form CMD and ENTRYPOINT of one stage. BuildKit stays
+    /// quiet when the stage (or a stage it builds on) sets SHELL: shell form is then deliberate.
+    fn json_args(
+        &mut self,
+        commands: &[(&Instruction, &'static str, &CommandLine)],
+        has_shell: bool,
+    ) {
+        if has_shell {
+            return;
+        }
+        for &(inst, keyword, cmd) in commands {
+            let CommandLine::Shell(text) = cmd else {
+                continue;
+            };
             // Plain words convert directly; anything the shell would interpret keeps the shell
             // explicitly, so the suggestion never changes what runs.
             let plain = |w: &str| {

@@ -70,6 +70,19 @@ fn json_args_recommended() {
     );
     assert_eq!(f[0].fix, r#"write ENTRYPOINT ["my-app", "--serve"]"#);
     assert_eq!(f[0].column, 1);
+    // A SHELL instruction in the stage, or in a stage it builds on, makes shell form deliberate.
+    assert!(lint("FROM alpine\nSHELL [\"/bin/bash\", \"-c\"]\nCMD run\n").is_empty());
+    assert!(
+        lint("FROM alpine AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM base\nCMD run\n").is_empty()
+    );
+    assert_eq!(
+        of(
+            &lint("FROM alpine AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM alpine\nCMD run\n"),
+            "JSONArgsRecommended"
+        )
+        .len(),
+        1
+    );
     // A command using shell syntax keeps the shell in the suggestion.
     let f = lint("FROM alpine\nCMD echo \"$HOME\" && run\n");
     assert_eq!(
