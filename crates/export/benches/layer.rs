@@ -40,7 +40,7 @@ fn main() {\n", b"return 0;\n", b"0x7f454c46 ",
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
         let r = rng.next();
-        if r % 4 == 0 {
+        if r % 2 == 0 {
             out.extend((0..8).map(|i| (r >> (i * 8)) as u8));
         } else {
             out.extend_from_slice(WORDS[(r >> 8) as usize % WORDS.len()]);

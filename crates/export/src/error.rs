@@ -10,10 +10,6 @@ pub enum ExportError {
     #[error("reading {path} for the layer")]
     ReadTree { path: PathBuf, source: io::Error },
 
-    /// A file in the tree has a type a tar layer cannot carry (a socket).
-    #[error("{path}: {kind} cannot be stored in a layer")]
-    UnsupportedFile { path: PathBuf, kind: &'static str },
-
     /// Writing the layer, archive or compressed stream to its destination failed.
     #[error("writing {what}")]
     Write { what: String, source: io::Error },

@@ -304,7 +304,10 @@ pub fn write_oci_layout(
         }
         result?;
     }
-    fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(out_err(dir))?;
+    let layout_path = dir.join("oci-layout");
+    if !layout_path.exists() {
+        write_atomically(&layout_path, OCI_LAYOUT)?;
+    }
     let index_path = dir.join("index.json");
     let mut manifests: Vec<Descriptor> = match fs::read(&index_path) {
         Ok(bytes) => serde_json::from_slice::<ImageIndex>(&bytes)
@@ -325,9 +328,26 @@ pub fn write_oci_layout(
             .is_none_or(|n| !names.contains(n.as_str()))
     });
     manifests.extend(named(images));
-    let tmp = dir.join(".index.json.tmp");
-    fs::write(&tmp, index_json(manifests)?).map_err(out_err(&tmp))?;
-    fs::rename(&tmp, &index_path).map_err(out_err(&index_path))
+    write_atomically(&index_path, &index_json(manifests)?)
+}
+
+/// Stages `bytes` beside `path`, fsyncs and renames, so readers see the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(out_err(path))
 }
 
 fn tar_err(what: &str) -> impl FnOnce(io::Error) -> ExportError + '_ {

@@ -235,3 +235,60 @@ fn rootfs_outputs_are_flattened() {
         "scratch cleaned up"
     );
 }
+
+/// Serves every blob from `inner` except one, whose bytes are replaced.
+struct Corrupt<'a> {
+    inner: &'a MemoryBlobs<'static>,
+    bad: oci_spec::image::Digest,
+}
+
+impl forge_export::BlobSource for Corrupt<'_> {
+    fn open_blob(
+        &self,
+        digest: &oci_spec::image::Digest,
+    ) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        if digest == &self.bad {
+            return Ok(Box::new(&b"not the layer you asked for"[..]));
+        }
+        self.inner.open_blob(digest)
+    }
+}
+
+#[test]
+fn corrupt_blob_is_refused_and_leaves_nothing() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, blobs) = two_layer_image(tmp.path());
+    let bad = image.manifest.layers()[1].digest().clone();
+    let source = Corrupt {
+        inner: &blobs,
+        bad: bad.clone(),
+    };
+    let layout = tmp.path().join("layout");
+    let err = write_oci_layout(
+        &layout,
+        &[("x".to_owned(), image.manifest_descriptor.clone())],
+        &source,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, forge_export::ExportError::DigestMismatch { expected, .. } if expected == &bad.to_string()),
+        "{err}"
+    );
+    let names: Vec<_> = fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(bad.digest())), "{names:?}");
+    assert!(
+        !layout.join("index.json").exists(),
+        "no index naming an incomplete image"
+    );
+    let mut archive = Vec::new();
+    let err =
+        write_docker_archive(&mut archive, &image.manifest_descriptor, &[], &source).unwrap_err();
+    assert!(
+        matches!(err, forge_export::ExportError::DigestMismatch { .. }),
+        "{err}"
+    );
+}
