@@ -292,3 +292,30 @@ fn corrupt_blob_is_refused_and_leaves_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn gnu_tar_and_gzip_read_our_layer() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    crate::tree::build_rich_tree(&tree);
+    let blob = tmp.path().join("layer.tar.gz");
+    write_layer(
+        &tree,
+        File::create(&blob).unwrap(),
+        &LayerOptions::default(),
+    )
+    .unwrap();
+    run(Command::new("gzip").arg("-t").arg(&blob));
+    let listing = run(Command::new("tar").arg("-tvzf").arg(&blob));
+    assert!(listing.contains("hard link to a/file.txt"), "{listing}");
+    assert!(
+        listing.contains(&"f".repeat(99)),
+        "long PAX path listed: {listing}"
+    );
+    assert!(listing.contains(".wh.gone"), "{listing}");
+    assert!(
+        listing.contains("1234/5678"),
+        "numeric owner of a/file.txt: {listing}"
+    );
+}
