@@ -198,7 +198,7 @@ struct Linter<'a> {
 #[derive(Debug, Clone, Default)]
 struct StageScope {
     env: BTreeMap<String, String>,
-    absolute_workdir: bool,
+    workdir_set: bool,
     /// A SHELL instruction in the stage or its bases (JSONArgsRecommended then stays quiet).
     has_shell: bool,
 }
@@ -322,7 +322,7 @@ impl Linter<'_> {
         // Per-stage state.
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
-        let mut absolute_workdir = false;
+        let mut workdir_set = false;
         let mut stage_name: Option<String> = None;
         let mut once_only: Vec<(&'static str, &Instruction)> = Vec::new();
         let mut has_shell = false;
@@ -332,23 +332,21 @@ impl Linter<'_> {
             match &inst.kind {
                 InstructionKind::Arg(decls) if !in_stage => {
                     self.secrets_in_arg(inst, decls);
+                    // BuildKit resolves global ARGs one by one, so a default may use an ARG
+                    // declared earlier on the same line.
                     let scope_env = BTreeMap::new();
-                    let scope = Scope {
-                        env: &scope_env,
-                        args: &global_args,
-                    };
-                    let mut values = Vec::new();
                     for decl in decls {
+                        let scope = Scope {
+                            env: &scope_env,
+                            args: &global_args,
+                        };
                         let value = decl.default.as_deref().map(|d| {
                             expand_word(d, escape, &scope)
                                 .map(|e| e.value)
                                 .unwrap_or_default()
                         });
-                        values.push((decl.name.clone(), value));
-                    }
-                    for (name, value) in values {
-                        global_names.insert(name.clone());
-                        global_args.insert(name, value);
+                        global_names.insert(decl.name.clone());
+                        global_args.insert(decl.name.clone(), value);
                     }
                     continue;
                 }
@@ -358,7 +356,7 @@ impl Linter<'_> {
                             name,
                             StageScope {
                                 env: env.clone(),
-                                absolute_workdir,
+                                workdir_set,
                                 has_shell,
                             },
                         );
@@ -389,7 +387,7 @@ impl Linter<'_> {
                         .unwrap_or_default();
                     let inherited = named.get(&base).cloned().unwrap_or_default();
                     env = inherited.env;
-                    absolute_workdir = inherited.absolute_workdir;
+                    workdir_set = inherited.workdir_set;
                     has_shell = inherited.has_shell;
                     args = BTreeMap::new();
                     stage_name = from.alias.as_ref().map(|a| a.value.to_lowercase());
@@ -500,9 +498,11 @@ impl Linter<'_> {
                     let resolved = expand_word(path, escape, &scope)
                         .map(|e| e.value)
                         .unwrap_or_else(|_| path.clone());
-                    if resolved.starts_with('/') {
-                        absolute_workdir = true;
-                    } else if !absolute_workdir {
+                    // As in BuildKit, only the stage's first WORKDIR is judged: fixing it fixes
+                    // every later relative one.
+                    let first = !workdir_set;
+                    workdir_set = true;
+                    if first && !resolved.starts_with('/') {
                         self.push(
                             "WorkdirRelativePath",
                             at(inst),
@@ -564,8 +564,9 @@ impl Linter<'_> {
             );
         }
 
-        // InvalidDefaultArgInFrom: with only the defaults, does the image name still parse?
-        if image.contains('$') {
+        // InvalidDefaultArgInFrom: with only the defaults, does the base name parse as an image
+        // reference? BuildKit asks this of every FROM, with or without variables.
+        {
             let mut defaults: BTreeMap<String, Option<String>> = platform_defaults();
             defaults.extend(global_args.iter().map(|(k, v)| (k.clone(), v.clone())));
             let scope = Scope {

@@ -274,6 +274,17 @@ fn invalid_default_arg_in_from() {
     assert_eq!(of(&f, "InvalidDefaultArgInFrom").len(), 1);
     let f = lint("ARG IMAGE=Upper/Case\nFROM $IMAGE\n");
     assert_eq!(of(&f, "InvalidDefaultArgInFrom").len(), 1);
+    // Every FROM is checked, as in BuildKit, variables or not.
+    let f = lint("FROM Alpine\n");
+    assert_eq!(
+        only(&f, "InvalidDefaultArgInFrom"),
+        vec![(
+            1,
+            "Default value for ARG Alpine results in empty or invalid base image name".to_string()
+        )]
+    );
+    // Global ARG defaults may use ARGs declared before them on the same line.
+    assert!(lint("ARG REPO=library IMAGE=${REPO}/alpine\nFROM $IMAGE\n").is_empty());
     // Valid defaults, with registry, port, tag and digest.
     for image in [
         "busybox:${TAG}",
@@ -333,6 +344,9 @@ fn workdir_relative_path() {
                 .to_string()
         )]
     );
+    // Only the first WORKDIR of a stage is judged.
+    let f = lint("FROM alpine\nWORKDIR a\nWORKDIR b\n");
+    assert_eq!(of(&f, "WorkdirRelativePath").len(), 1);
     // An absolute WORKDIR in the named base stage counts.
     assert!(lint("FROM alpine AS base\nWORKDIR /srv\nFROM base\nWORKDIR data\n").is_empty());
 }
