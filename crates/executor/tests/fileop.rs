@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -154,6 +155,14 @@ fn wildcards_match_per_component_and_an_empty_copy_is_an_error() {
     );
     let err = copy(&spec(&["[z-a]*"], "/x/"), &t.src, &t.dest).unwrap_err();
     assert!(matches!(err, FileOpError::BadPattern { .. }), "{err}");
+    // Names that are not UTF-8 are matched and copied byte for byte.
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    fs::write(t.src.join(latin1), "bytes").unwrap();
+    copy(&spec(&["caf*"], "/bin8/"), &t.src, &t.dest).unwrap();
+    assert_eq!(
+        fs::read_to_string(t.dest.join("bin8").join(latin1)).unwrap(),
+        "bytes"
+    );
     // An optional file by wildcard next to a real one is fine (the `yarn.loc[k]` idiom).
     write(&t.src, "package.json", "p");
     copy(

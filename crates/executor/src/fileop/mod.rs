@@ -180,11 +180,12 @@ pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyRe
                 ..
             } => {
                 copier.mkdir_all(&dest_host)?;
-                if below == "." {
+                if below.as_os_str().is_empty() || below == Path::new(".") {
                     copier.copy(&host, "", &dest_host, false)?;
                 } else {
                     copier.copy_parent_dirs(&pivot, &below, &dest_host)?;
-                    copier.copy(&host, &below, &dest_host.join(&below), true)?;
+                    let below_text = below.to_string_lossy();
+                    copier.copy(&host, &below_text, &dest_host.join(&below), true)?;
                 }
             }
             Item::Path {
@@ -192,7 +193,9 @@ pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyRe
             } => {
                 let dest_exists = std::fs::metadata(&dest_host).ok();
                 let target = match &dest_exists {
-                    Some(m) if m.is_dir() && !is_dir => dest_host.join(base_name(&matched.rel)),
+                    Some(m) if m.is_dir() && !is_dir => {
+                        dest_host.join(matched.name.clone().unwrap_or_default())
+                    }
                     _ => dest_host.clone(),
                 };
                 if is_dir && dest_exists.is_none() {
@@ -225,11 +228,12 @@ pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyRe
 /// files and are not listed.
 pub fn resolve_sources(spec: &CopySpec, src_root: &Path) -> Result<Vec<String>, FileOpError> {
     let excludes = PatternSet::new(&spec.exclude)?;
+    let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for item in collect_items(spec, src_root, &excludes)? {
         if let Item::Path { matched, .. } = item {
             let rel = relative_to(src_root, &matched.host);
-            if !out.contains(&rel) {
+            if seen.insert(rel.clone()) {
                 out.push(rel);
             }
         }
@@ -285,7 +289,8 @@ fn collect_items<'a>(
                         .map_err(error::io_err("lstat", &matched.host))?;
                     let is_dir = meta.is_dir();
                     let rel_for_exclude = match &matched.parents {
-                        Some((below, _)) => below.clone(),
+                        Some((below, _)) if below.as_os_str().is_empty() => ".".to_string(),
+                        Some((below, _)) => below.to_string_lossy().into_owned(),
                         None => matched.rel.clone(),
                     };
                     if rel_for_exclude != "."
@@ -340,10 +345,6 @@ fn parent_of(abs: &str) -> String {
         Some(("", _)) | None => "/".to_string(),
         Some((parent, _)) => parent.to_string(),
     }
-}
-
-fn base_name(rel: &str) -> &str {
-    rel.rsplit('/').next().unwrap_or(rel)
 }
 
 #[cfg(test)]

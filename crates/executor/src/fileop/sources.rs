@@ -2,7 +2,8 @@
 //! wildcards per component (BuildKit resolves the literal prefix with symlinks followed inside
 //! the root, then walks real directories below it), and `--parents` with its `/./` pivot.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::error::FileOpError;
@@ -17,9 +18,11 @@ pub(crate) struct Matched {
     pub(crate) rel: String,
     /// Where it is on the host, top-level symlink followed (inside the root) if asked.
     pub(crate) host: PathBuf,
+    /// Its name as on disk (not lossily converted), which the copy keeps.
+    pub(crate) name: Option<OsString>,
     /// With `--parents`: the part below the pivot that is recreated under the destination,
     /// and the pivot directory on the host.
-    pub(crate) parents: Option<(String, PathBuf)>,
+    pub(crate) parents: Option<(PathBuf, PathBuf)>,
 }
 
 /// The outcome for one source string.
@@ -68,6 +71,7 @@ pub(crate) fn expand(
         }
         return Ok(Expansion {
             matches: vec![Matched {
+                name: Path::new(&rel).file_name().map(|n| n.to_os_string()),
                 rel,
                 host,
                 parents: None,
@@ -91,15 +95,16 @@ pub(crate) fn expand(
         .map(|c| compile_glob(c, source).map(Segment::Glob))
         .collect::<Result<Vec<_>, _>>()?;
     let base_rel_followed = relative_to(src_root, &base_host);
-    let mut found = BTreeSet::new();
+    let mut found = BTreeMap::new();
     walk(&base_host, &base_rel_followed, &segments, &mut found);
     let matches = prune_nested(found)
         .into_iter()
-        .map(|rel| {
-            let host = top_path(src_root, &rel, follow_top)?;
+        .map(|(rel, walked)| {
+            let host = top_path(src_root, &walked, follow_top)?;
             Ok(Matched {
                 rel,
                 host,
+                name: walked.file_name().map(|n| n.to_os_string()),
                 parents: None,
             })
         })
@@ -131,9 +136,9 @@ fn expand_parents(
     let pattern_rel = pattern.trim_start_matches('/');
     let is_wildcard = pattern_rel.split('/').any(has_wildcard);
     let segments = compile_segments(pattern_rel)?;
-    let mut found = BTreeSet::new();
+    let mut found = BTreeMap::new();
     if segments.is_empty() {
-        found.insert(".".to_string());
+        found.insert(".".to_string(), pivot_host.clone());
     } else {
         walk(&pivot_host, ".", &segments, &mut found);
     }
@@ -143,13 +148,19 @@ fn expand_parents(
     }
     let matches = found
         .into_iter()
-        .map(|below| {
+        .map(|(below, walked)| {
             let rel = join_rel(&pivot_rel, &below);
-            let host = top_path(src_root, &rel, follow_top)?;
+            let host = top_path(src_root, &walked, follow_top)?;
             Ok(Matched {
                 rel,
                 host,
-                parents: Some((below, pivot_host.clone())),
+                name: walked.file_name().map(|n| n.to_os_string()),
+                parents: Some((
+                    walked
+                        .strip_prefix(&pivot_host)
+                        .map_or_else(|_| PathBuf::from(&below), Path::to_path_buf),
+                    pivot_host.clone(),
+                )),
             })
         })
         .collect::<Result<Vec<_>, FileOpError>>()?;
@@ -158,16 +169,18 @@ fn expand_parents(
 
 /// Walks real directories below `dir` (symlinks are matched but never descended into, like
 /// Go's filepath.Walk), collecting relative paths that match `segments`.
-fn walk(dir: &Path, dir_rel: &str, segments: &[Segment], out: &mut BTreeSet<String>) {
+fn walk(dir: &Path, dir_rel: &str, segments: &[Segment], out: &mut BTreeMap<String, PathBuf>) {
     let Some((first, rest)) = segments.split_first() else {
         return;
     };
-    let mut entries: Vec<(String, bool)> = match std::fs::read_dir(dir) {
+    // Names are matched as (lossy) text but joined as they are on disk.
+    let mut entries: Vec<(String, OsString, bool)> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(Result::ok)
             .map(|e| {
                 let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                (e.file_name().to_string_lossy().into_owned(), is_dir)
+                let name = e.file_name();
+                (name.to_string_lossy().into_owned(), name, is_dir)
             })
             .collect(),
         Err(_) => return,
@@ -175,29 +188,29 @@ fn walk(dir: &Path, dir_rel: &str, segments: &[Segment], out: &mut BTreeSet<Stri
     entries.sort();
     match first {
         Segment::Glob(tokens) => {
-            for (name, is_dir) in entries {
+            for (name, raw, is_dir) in entries {
                 if !glob_matches(tokens, &name) {
                     continue;
                 }
                 let rel = join_rel(dir_rel, &name);
                 if rest.is_empty() {
-                    out.insert(rel);
+                    out.insert(rel, dir.join(&raw));
                 } else if is_dir {
-                    walk(&dir.join(&name), &rel, rest, out);
+                    walk(&dir.join(&raw), &rel, rest, out);
                 }
             }
         }
         Segment::AnyDepth => {
             if rest.is_empty() {
-                for (name, _) in entries {
-                    out.insert(join_rel(dir_rel, &name));
+                for (name, raw, _) in entries {
+                    out.insert(join_rel(dir_rel, &name), dir.join(&raw));
                 }
                 return;
             }
             walk(dir, dir_rel, rest, out);
-            for (name, is_dir) in entries {
+            for (name, raw, is_dir) in entries {
                 if is_dir {
-                    walk(&dir.join(&name), &join_rel(dir_rel, &name), segments, out);
+                    walk(&dir.join(&raw), &join_rel(dir_rel, &name), segments, out);
                 }
             }
         }
@@ -205,24 +218,31 @@ fn walk(dir: &Path, dir_rel: &str, segments: &[Segment], out: &mut BTreeSet<Stri
 }
 
 /// A matched directory is copied whole, so matches inside it are dropped.
-fn prune_nested(found: BTreeSet<String>) -> Vec<String> {
-    let mut kept: Vec<String> = Vec::new();
-    for rel in found {
-        let covered = kept.iter().any(|k| {
-            k == "."
-                || rel
-                    .strip_prefix(k.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-        });
+fn prune_nested(found: BTreeMap<String, PathBuf>) -> Vec<(String, PathBuf)> {
+    if found.contains_key(".") {
+        return found.into_iter().filter(|(rel, _)| rel == ".").collect();
+    }
+    let mut kept_names = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    for (rel, host) in found {
+        // Ancestors sort before their descendants, so checking each prefix is enough.
+        let covered = rel
+            .match_indices('/')
+            .any(|(i, _)| kept_names.contains(&rel[..i]));
         if !covered {
-            kept.push(rel);
+            kept_names.insert(rel.clone());
+            kept.push((rel, host));
         }
     }
     kept
 }
 
-fn top_path(src_root: &Path, rel: &str, follow: bool) -> Result<PathBuf, FileOpError> {
-    if rel == "." {
+/// The host path of a source: `at` is either a path relative to `src_root` or a host path
+/// found by walking below it; either way symlinks are resolved inside `src_root`.
+fn top_path(src_root: &Path, at: impl AsRef<Path>, follow: bool) -> Result<PathBuf, FileOpError> {
+    let at = at.as_ref();
+    let rel = at.strip_prefix(src_root).unwrap_or(at);
+    if rel.as_os_str().is_empty() || rel == Path::new(".") {
         return Ok(src_root.to_path_buf());
     }
     resolve_in_root(src_root, rel, follow)
@@ -250,5 +270,44 @@ pub(crate) fn relative_to(root: &Path, host: &Path) -> String {
         Ok(r) if r.as_os_str().is_empty() => ".".to_string(),
         Ok(r) => r.to_string_lossy().into_owned(),
         Err(_) => ".".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_matches_are_covered_by_their_directory() {
+        let found: BTreeMap<String, PathBuf> = ["a", "a b", "a/x", "a/x/y", "b/c", "b/cd"]
+            .iter()
+            .map(|r| (r.to_string(), PathBuf::from(r)))
+            .collect();
+        let kept: Vec<String> = prune_nested(found).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(kept, vec!["a", "a b", "b/c", "b/cd"]);
+    }
+
+    #[test]
+    fn any_depth_patterns_walk_real_directories() {
+        let t = tempfile::tempdir().unwrap();
+        for p in ["x/a.go", "x/y/b.go", "z/c.txt"] {
+            let f = t.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "").unwrap();
+        }
+        std::os::unix::fs::symlink("x", t.path().join("link")).unwrap();
+        let mut found = BTreeMap::new();
+        walk(
+            t.path(),
+            ".",
+            &compile_segments("**/*.go").unwrap(),
+            &mut found,
+        );
+        let got: Vec<&String> = found.keys().collect();
+        assert_eq!(
+            got,
+            vec!["x/a.go", "x/y/b.go"],
+            "symlinked directories are not walked"
+        );
     }
 }

@@ -190,10 +190,10 @@ impl<'a> Copier<'a> {
     pub(crate) fn copy_parent_dirs(
         &mut self,
         pivot: &Path,
-        below: &str,
+        below: &Path,
         dest: &Path,
     ) -> Result<(), FileOpError> {
-        let parts: Vec<&str> = below.split('/').collect();
+        let parts: Vec<_> = below.components().collect();
         let mut src = pivot.to_path_buf();
         let mut target = dest.to_path_buf();
         for part in &parts[..parts.len().saturating_sub(1)] {
