@@ -143,9 +143,8 @@ pub fn check_with(df: &Dockerfile, _source: &str, config: &CheckConfig) -> Vec<F
     findings
 }
 
-/// Args every build defines without an ARG: BuildKit's platform args, `SOURCE_DATE_EPOCH`,
-/// and the proxy args Docker passes through.
-const PREDEFINED_ARGS: &[&str] = &[
+/// Args a FROM line may use without declaring them: BuildKit's platform args.
+const FROM_PREDEFINED_ARGS: &[&str] = &[
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDARCH",
@@ -154,19 +153,12 @@ const PREDEFINED_ARGS: &[&str] = &[
     "TARGETOS",
     "TARGETARCH",
     "TARGETVARIANT",
-    "TARGETSTAGE",
-    "SOURCE_DATE_EPOCH",
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
 ];
+
+/// Names BuildKit never reports as undefined inside a stage. Platform, proxy and other
+/// predefined args are not among them: in a stage they expand to nothing until an `ARG NAME`
+/// brings them in, which is exactly the mistake UndefinedVar is there to catch.
+const STAGE_NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 
 /// Environment every stage starts with (BuildKit sets `PATH` when the image has none).
 const DEFAULT_ENV: &[&str] = &["PATH"];
@@ -419,7 +411,7 @@ impl Linter<'_> {
             }
             let names = known(&env, &args);
             for name in unmatched {
-                if names.contains(&name) || PREDEFINED_ARGS.contains(&name.as_str()) {
+                if names.contains(&name) || STAGE_NON_ENV_ARGS.contains(&name.as_str()) {
                     continue;
                 }
                 let message = match suggest(&name, &names) {
@@ -549,7 +541,7 @@ impl Linter<'_> {
             }
         }
         for name in unmatched {
-            if global_names.contains(&name) || PREDEFINED_ARGS.contains(&name.as_str()) {
+            if global_names.contains(&name) || FROM_PREDEFINED_ARGS.contains(&name.as_str()) {
                 continue;
             }
             let message = match suggest(&name, global_names) {

@@ -227,8 +227,20 @@ fn undefined_var_follows_buildkit_scoping() {
         only(&f, "UndefinedVar"),
         vec![(5, "Usage of undefined variable '$FROM_ARG'".to_string())]
     );
-    // Platform and proxy args are predefined.
-    assert!(lint("FROM alpine\nWORKDIR /$TARGETARCH/$HTTP_PROXY\n").is_empty());
+    // Inside a stage, platform and proxy args are empty until an ARG brings them in, so BuildKit
+    // reports them; declared, they are fine.
+    let f = lint("FROM alpine\nWORKDIR /$TARGETARCH/$HTTP_PROXY\n");
+    assert_eq!(
+        only(&f, "UndefinedVar"),
+        vec![
+            (2, "Usage of undefined variable '$HTTP_PROXY'".to_string()),
+            (2, "Usage of undefined variable '$TARGETARCH'".to_string()),
+        ]
+    );
+    assert!(
+        lint("FROM alpine\nARG TARGETARCH HTTP_PROXY\nWORKDIR /$TARGETARCH/$HTTP_PROXY\n")
+            .is_empty()
+    );
     // Variables in RUN --mount options are expanded by the builder and so checked.
     let f = lint("FROM alpine\nRUN --mount=type=cache,target=$CACHE true\n");
     assert_eq!(
