@@ -50,6 +50,28 @@ pub(crate) fn assemble(
 
     let config = &stage.config;
     let history = new_history(config, base_history)?;
+    // Without SOURCE_DATE_EPOCH, the image is dated by its newest layer (or its base), so a
+    // rebuild that hits the cache everywhere gives the same image id, as BuildKit's does.
+    let created = match req.source_date_epoch {
+        Some(epoch) => epoch,
+        None => {
+            let newest = chain
+                .iter()
+                .skip(base_layers)
+                .filter_map(|s| store.snapshot_meta(s).ok())
+                .map(|m| m.created as i64)
+                .max();
+            let base_created = state
+                .root
+                .as_ref()
+                .and_then(|r| r.config.created().clone())
+                .and_then(|c| {
+                    time::OffsetDateTime::parse(&c, &time::format_description::well_known::Rfc3339).ok()
+                })
+                .map(|t| t.unix_timestamp());
+            newest.or(base_created).unwrap_or(0)
+        }
+    };
     let (oci_config, docker_extra) = container_config(config, &req.labels)?;
     let mut platform = Platform::default();
     platform.set_os(config.os.as_str().into());
@@ -63,7 +85,7 @@ pub(crate) fn assemble(
         docker_config: docker_extra,
         platform,
         author: config.author.clone(),
-        source_date_epoch: req.source_date_epoch,
+        source_date_epoch: Some(created),
         annotations: BTreeMap::new(),
     };
     progress.event(Event::Phase {
