@@ -488,6 +488,19 @@ fn add_extracts_local_archives_of_every_compression() {
     s.unpack_archives = true;
     copy(&s, &t.src, &t.dest).unwrap();
     assert_eq!(read(&t.dest, "fake/fake.tar.gz"), "not an archive");
+    // Whiteout names mean nothing to ADD: `.wh.keep` is just a file and `keep` stays.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    b.append_data(&mut h, ".wh.keep", &b"w"[..]).unwrap();
+    fs::write(t.src.join("wh.tar"), b.into_inner().unwrap()).unwrap();
+    write(&t.dest, "wh/keep", "kept");
+    let mut s = spec(&["wh.tar"], "/wh/");
+    s.unpack_archives = true;
+    copy(&s, &t.src, &t.dest).unwrap();
+    assert_eq!(read(&t.dest, "wh/keep"), "kept");
+    assert_eq!(read(&t.dest, "wh/.wh.keep"), "w");
     // COPY never extracts.
     copy(&spec(&["archive-gz.bin"], "/copied/"), &t.src, &t.dest).unwrap();
     assert!(meta(&t.dest, "copied/archive-gz.bin").is_file());
@@ -627,6 +640,13 @@ fn hardlinks_stay_hardlinks() {
     assert_eq!((report.files, report.hardlinks), (1, 1));
     assert_eq!(meta(&t.dest, "out/a").ino(), meta(&t.dest, "out/b").ino());
     assert_ne!(meta(&t.dest, "out/a").ino(), meta(&t.src, "d/a").ino());
+    // The same directory twice into one place: the second pass replaces the first's files.
+    copy(&spec(&["d", "d"], "/twice/"), &t.src, &t.dest).unwrap();
+    assert_eq!(read(&t.dest, "twice/b"), "same");
+    assert_eq!(
+        meta(&t.dest, "twice/a").ino(),
+        meta(&t.dest, "twice/b").ino()
+    );
 }
 
 #[test]

@@ -156,17 +156,19 @@ impl<'a> Copier<'a> {
             }
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
-            match self.inodes.get(&key) {
-                Some(first) if meta.nlink() > 1 => {
-                    fs::hard_link(first, target).map_err(io_err("hard link", target))?;
-                    self.report.hardlinks += 1;
-                }
-                _ => {
-                    self.report.bytes += copy_file(src, target)?;
-                    self.report.files += 1;
-                    if meta.nlink() > 1 {
-                        self.inodes.insert(key, target.to_path_buf());
-                    }
+            let linked = match self.inodes.get(&key) {
+                // The first copy may have been replaced since (the same source copied twice
+                // in one COPY); then this one is copied afresh.
+                Some(first) if meta.nlink() > 1 => fs::hard_link(first, target).is_ok(),
+                _ => false,
+            };
+            if linked {
+                self.report.hardlinks += 1;
+            } else {
+                self.report.bytes += copy_file(src, target)?;
+                self.report.files += 1;
+                if meta.nlink() > 1 {
+                    self.inodes.insert(key, target.to_path_buf());
                 }
             }
         } else if ft.is_symlink() {
