@@ -95,6 +95,24 @@ pub enum FileOpError {
     },
 }
 
+impl FileOpError {
+    /// Shows destination conflicts as paths inside the image (`/usr/local/man`) rather than
+    /// as host paths below the mounted rootfs.
+    pub(crate) fn inside_rootfs(self, root: &std::path::Path) -> Self {
+        let inside = |p: PathBuf| match p.strip_prefix(root) {
+            Ok(rel) => std::path::Path::new("/").join(rel),
+            Err(_) => p,
+        };
+        match self {
+            Self::NotADirectory { dest } => Self::NotADirectory { dest: inside(dest) },
+            Self::ReplaceDirectoryWithFile { dest } => {
+                Self::ReplaceDirectoryWithFile { dest: inside(dest) }
+            }
+            other => other,
+        }
+    }
+}
+
 /// Shorthand for building [`FileOpError::Io`] in `map_err`.
 pub(crate) fn io_err(
     op: &'static str,

@@ -114,6 +114,14 @@ enum Item<'a> {
 
 /// Carries out `spec`, reading from `src_root` and writing below `dest_root`.
 pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyReport, FileOpError> {
+    copy_trees(spec, src_root, dest_root).map_err(|e| e.inside_rootfs(dest_root))
+}
+
+fn copy_trees(
+    spec: &CopySpec,
+    src_root: &Path,
+    dest_root: &Path,
+) -> Result<CopyReport, FileOpError> {
     let instruction = instruction(spec);
     let excludes = PatternSet::new(&spec.exclude)?;
     let chown = spec
