@@ -19,7 +19,10 @@ mod syscall;
 mod user;
 
 pub use error::ExecError;
-pub use fileop::{copy, resolve_sources, ChmodSpec, CopyReport, CopySource, CopySpec, FileOpError};
+pub use fileop::{
+    copy, list_source_files, resolve_sources, ChmodSpec, CopyReport, CopySource, CopySpec,
+    FileOpError,
+};
 pub use spec::{
     ExitKind, MountSpec, NetworkMode, ResourceLimits, RunOutcome, Runtime, SandboxConfig,
     SandboxSpec, SecurityMode, Stream, DEFAULT_PATH,

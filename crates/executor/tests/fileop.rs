@@ -7,7 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use forge_executor::{copy, resolve_sources, ChmodSpec, CopySource, CopySpec, FileOpError};
+use forge_executor::{
+    copy, list_source_files, resolve_sources, ChmodSpec, CopySource, CopySpec, FileOpError,
+};
 
 /// A build context (`src`) and a target rootfs (`dest`) in one temp dir, so "outside the
 /// root" is a place the test can look at.
@@ -730,4 +732,60 @@ fn resolve_sources_lists_matches_relative_to_the_context() {
     write(&t.src, "dir/c.txt", "c");
     let got = resolve_sources(&spec(&["*.go", "dir", "."], "/x/"), &t.src).unwrap();
     assert_eq!(got, vec!["a.go", "b.go", "dir", "."]);
+}
+
+#[test]
+fn list_source_files_walks_what_the_copy_reads() {
+    // BuildKit's COPY cache key covers each selected file (minus --exclude); a symlink counts as a link, not its target.
+    let t = trees();
+    write(&t.src, "app/main.rs", "m");
+    write(&t.src, "app/debug.log", "l");
+    write(&t.src, "app/sub/x.rs", "x");
+    write(&t.src, "other.txt", "o");
+    std::os::unix::fs::symlink("/other.txt", t.src.join("app/link")).unwrap();
+    let mut s = spec(&["app", "other.txt"], "/out/");
+    s.exclude = vec!["*.log".into()];
+    let got = list_source_files(&s, &t.src).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            "app",
+            "app/link",
+            "app/main.rs",
+            "app/sub",
+            "app/sub/x.rs",
+            "other.txt"
+        ]
+    );
+    // And the copy writes exactly those entries.
+    copy(&s, &t.src, &t.dest).unwrap();
+    assert!(t.dest.join("out/sub/x.rs").exists() && !t.dest.join("out/debug.log").exists());
+}
+
+#[test]
+fn fifos_and_devices_are_recreated() {
+    // BuildKit (fsutil): special files are recreated with mknod, not read.
+    let t = trees();
+    fs::create_dir(t.src.join("d")).unwrap();
+    nix::unistd::mkfifo(
+        &t.src.join("d/pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    nix::sys::stat::mknod(
+        &t.src.join("d/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    copy(&spec(&["d"], "/dev2/"), &t.src, &t.dest).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(meta(&t.dest, "dev2/pipe").file_type().is_fifo());
+    assert_eq!(mode(&t.dest, "dev2/pipe"), 0o640);
+    assert!(meta(&t.dest, "dev2/null").file_type().is_char_device());
+    assert_eq!(
+        meta(&t.dest, "dev2/null").rdev(),
+        nix::sys::stat::makedev(1, 3)
+    );
 }

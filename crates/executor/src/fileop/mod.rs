@@ -249,6 +249,80 @@ pub fn resolve_sources(spec: &CopySpec, src_root: &Path) -> Result<Vec<String>, 
     Ok(out)
 }
 
+/// Every entry a COPY reads, for content-addressed cache keys: like [`resolve_sources`], but
+/// directories are walked (symlinks inside them are listed, not followed) with `--exclude`
+/// applied exactly as the copy applies it. Paths are relative to `src_root`, sorted within
+/// each source, each listed once; hash each with `symlink_metadata` (path, type, mode,
+/// uid/gid, size, link target, xattrs, content).
+pub fn list_source_files(spec: &CopySpec, src_root: &Path) -> Result<Vec<String>, FileOpError> {
+    let excludes = PatternSet::new(&spec.exclude)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for item in collect_items(spec, src_root, &excludes)? {
+        let Item::Path {
+            matched, is_dir, ..
+        } = item
+        else {
+            continue;
+        };
+        let mut push = |rel: String| {
+            if seen.insert(rel.clone()) {
+                out.push(rel);
+            }
+        };
+        push(relative_to(src_root, &matched.host));
+        if is_dir {
+            // Exclusion paths are relative to the copied directory (or the --parents pivot).
+            let prefix = match &matched.parents {
+                Some((below, _)) if below.as_os_str().is_empty() || below == Path::new(".") => {
+                    String::new()
+                }
+                Some((below, _)) => below.to_string_lossy().into_owned(),
+                None => String::new(),
+            };
+            list_tree(&matched.host, &prefix, &excludes, &mut |host| {
+                push(relative_to(src_root, host));
+            })?;
+        }
+    }
+    Ok(out)
+}
+
+/// Walks a source directory the way [`tree::Copier`] does, calling `found` for each entry kept.
+fn list_tree(
+    dir: &Path,
+    rel: &str,
+    excludes: &PatternSet,
+    found: &mut dyn FnMut(&Path),
+) -> Result<(), FileOpError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(error::io_err("read directory", dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(error::io_err("read directory", dir))?;
+    names.sort();
+    for name in names {
+        let child = dir.join(&name);
+        let child_rel = if rel.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", name.to_string_lossy())
+        };
+        let meta = std::fs::symlink_metadata(&child).map_err(error::io_err("lstat", &child))?;
+        if !excludes.is_empty()
+            && excludes.matches(&child_rel)
+            && !(meta.is_dir() && excludes.may_reinclude_below(&child_rel))
+        {
+            continue;
+        }
+        found(&child);
+        if meta.is_dir() {
+            list_tree(&child, &child_rel, excludes, found)?;
+        }
+    }
+    Ok(())
+}
+
 fn instruction(spec: &CopySpec) -> &'static str {
     if spec.unpack_archives {
         "ADD"
