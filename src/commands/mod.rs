@@ -2,6 +2,7 @@
 
 pub(crate) mod check;
 pub(crate) mod login;
+pub(crate) mod login;
 pub(crate) mod parse;
 pub(crate) mod prune;
 pub(crate) mod system;
