@@ -32,10 +32,6 @@ enum Command {
     Login(commands::login::LoginArgs),
     /// Log out of a registry: remove its credentials.
     Logout(commands::login::LogoutArgs),
-    /// Log in to a registry: check the credentials, then store them in Docker's config.json.
-    Login(commands::login::LoginArgs),
-    /// Log out of a registry: remove its credentials.
-    Logout(commands::login::LogoutArgs),
     /// Remove build cache (least recently used first); named images are kept.
     Prune(commands::prune::PruneArgs),
     /// Store-wide commands (`forge system df`).
@@ -98,8 +94,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&globals, args),
         Command::Check(args) => commands::check::run(&globals, args),
-        Command::Login(args) => commands::login::run_login(&globals, args),
-        Command::Logout(args) => commands::login::run_logout(&globals, args),
         Command::Login(args) => commands::login::run_login(&globals, args),
         Command::Logout(args) => commands::login::run_logout(&globals, args),
         Command::Prune(args) => commands::prune::run(&globals, args),

@@ -2,7 +2,6 @@
 
 pub(crate) mod check;
 pub(crate) mod login;
-pub(crate) mod login;
 pub(crate) mod parse;
 pub(crate) mod prune;
 pub(crate) mod system;
