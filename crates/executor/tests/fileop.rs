@@ -318,6 +318,12 @@ fn parents_keep_source_paths_and_honour_the_pivot() {
     assert_eq!(read(&t.dest, "wild/x/a.txt"), "xa");
     assert_eq!(read(&t.dest, "wild/y/a.txt"), "ya");
     assert!(!t.dest.join("wild/x/y").exists());
+    // A directory keeps its own name under the destination; `**` reaches any depth.
+    let mut s = spec(&["x/y", "**/b.txt"], "/dirs/");
+    s.parents = true;
+    copy(&s, &t.src, &t.dest).unwrap();
+    assert_eq!(read(&t.dest, "dirs/x/y/b.txt"), "xyb");
+    assert!(!t.dest.join("dirs/x/a.txt").exists());
 }
 
 #[test]
