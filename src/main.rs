@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod images;
 mod progress;
+mod registry_store;
 
 /// forge: a daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
@@ -48,6 +49,10 @@ enum Command {
     Inspect(commands::images::InspectArgs),
     /// Make an image from a root filesystem tarball.
     Import(commands::import::ImportArgs),
+    /// Pull an image from a registry into the store.
+    Pull(commands::pull::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(commands::pull::PushArgs),
 }
 
 /// The global options every command may need.
@@ -104,6 +109,8 @@ fn main() -> ExitCode {
         Command::Images(args) => commands::images::run_images(&globals, args),
         Command::Inspect(args) => commands::images::run_inspect(&globals, args),
         Command::Import(args) => commands::import::run(&globals, args),
+        Command::Pull(args) => commands::pull::run_pull(&globals, args),
+        Command::Push(args) => commands::pull::run_push(&globals, args),
     };
     match result {
         Ok(code) => code,

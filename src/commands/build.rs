@@ -11,7 +11,8 @@ use forge_cache::Store;
 use forge_executor::{NetworkMode, ResourceLimits, Runtime, SandboxConfig};
 use forge_planner::Platform;
 
-use crate::images::{canonical_name, familiar_name, LocalProvider};
+use crate::images::{canonical_name, familiar_name};
+use crate::registry_store::{PullingProvider, RegistryArgs};
 use crate::progress::{renderer, ProgressMode};
 use crate::Globals;
 
@@ -80,6 +81,8 @@ pub(crate) struct BuildArgs {
     /// CPUs for each RUN step (e.g. 1.5).
     #[arg(long)]
     cpus: Option<f64>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// The build context: a directory, or `-` for a Dockerfile or a tar on stdin.
     context: String,
 }
@@ -149,8 +152,10 @@ fn parse_memory(text: &str) -> anyhow::Result<u64> {
 pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Mounts made for COPY and WORKDIR must vanish with this process, however it ends.
     forge_build::isolate_mounts().context("forge build needs root (mount namespaces)")?;
-    let store = Store::open(&globals.root)
-        .with_context(|| format!("opening the store at {}", globals.root.display()))?;
+    let store = std::sync::Arc::new(
+        Store::open(&globals.root)
+            .with_context(|| format!("opening the store at {}", globals.root.display()))?,
+    );
 
     let mut stdin_used = false;
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
@@ -288,7 +293,12 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     };
     let progress = renderer(mode);
     let began = std::time::Instant::now();
-    let result = forge_build::build(&req, &store, &LocalProvider, progress.as_ref() as &dyn Progress);
+    let provider = PullingProvider {
+        store: store.clone(),
+        client: args.registry.client()?,
+        quiet: mode == ProgressMode::Quiet,
+    };
+    let result = forge_build::build(&req, &store, &provider, progress.as_ref() as &dyn Progress);
     progress.finish();
     let output = match result {
         Ok(o) => o,

@@ -10,3 +10,4 @@ pub(crate) mod build;
 pub(crate) mod images;
 pub(crate) mod import;
 pub(crate) mod run;
+pub(crate) mod pull;

@@ -1,0 +1,257 @@
+//! The store as the registry client's blob sink and source, and the image provider that
+//! pulls base images that are not in the store (FROM, `forge pull`).
+//!
+//! Downloads are staged under `<root>/v1/downloads/` (kept across runs, unlike `tmp/`), so a
+//! killed pull resumes where it stopped; a finished download is checked against its digest
+//! and only then enters the store.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use forge_build::{BuildError, ImageProvider, ProvidedImage};
+use forge_cache::Store;
+use forge_planner::Platform;
+use forge_registry::{BlobError, BlobSink, BlobSource, BlobWriter, ClientConfig, Reference, RegistryClient};
+use oci_spec::image::{Descriptor, Digest, MediaType};
+use sha2::{Digest as _, Sha256};
+
+/// The store seen by the registry client.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreBlobs {
+    pub(crate) store: Arc<Store>,
+}
+
+impl StoreBlobs {
+    fn downloads(&self) -> PathBuf {
+        self.store.dir().join("downloads")
+    }
+}
+
+fn parse_digest(digest: &str) -> Result<Digest, BlobError> {
+    digest.parse().map_err(|_| BlobError::Missing {
+        digest: digest.to_owned(),
+    })
+}
+
+impl BlobSink for StoreBlobs {
+    fn has_blob(&self, digest: &str) -> bool {
+        parse_digest(digest).is_ok_and(|d| self.store.has_blob(&d))
+    }
+
+    fn begin_blob(&self, digest: &str, _size: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let dir = self.downloads();
+        fs::create_dir_all(&dir).map_err(|source| BlobError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let staging = dir.join(digest.replace(':', "-"));
+        let io_err = |source| BlobError::Io {
+            path: staging.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&staging)
+            .map_err(io_err)?;
+        // Resume: what is already staged counts towards the digest.
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut offset = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok(Box::new(StoreBlobWriter {
+            store: self.store.clone(),
+            file,
+            staging,
+            digest: digest.to_owned(),
+            hasher,
+            offset,
+        }))
+    }
+}
+
+struct StoreBlobWriter {
+    store: Arc<Store>,
+    file: fs::File,
+    staging: PathBuf,
+    digest: String,
+    hasher: Sha256,
+    offset: u64,
+}
+
+impl Write for StoreBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.offset += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter for StoreBlobWriter {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), BlobError> {
+        let actual = format!("sha256:{}", hex_encode(&self.hasher.clone().finalize()));
+        if actual != self.digest {
+            let _ = fs::remove_file(&self.staging);
+            return Err(BlobError::DigestMismatch {
+                digest: self.digest.clone(),
+                actual,
+            });
+        }
+        let expected = parse_digest(&self.digest)?;
+        let staged = fs::File::open(&self.staging).map_err(|source| BlobError::Io {
+            path: self.staging.clone(),
+            source,
+        })?;
+        let result = self.store.put_blob_from_reader(staged, Some(&expected));
+        let _ = fs::remove_file(&self.staging);
+        result.map(|_| ()).map_err(|e| BlobError::Io {
+            path: self.staging.clone(),
+            source: io::Error::other(e.to_string()),
+        })
+    }
+
+    fn abort(self: Box<Self>) {
+        let _ = fs::remove_file(&self.staging);
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl BlobSource for StoreBlobs {
+    fn blob_size(&self, digest: &str) -> Result<u64, BlobError> {
+        let d = parse_digest(digest)?;
+        self.store.blob_size(&d).map_err(|_| BlobError::Missing {
+            digest: digest.to_owned(),
+        })
+    }
+
+    fn open_blob(&self, digest: &str) -> Result<Box<dyn Read + Send>, BlobError> {
+        let d = parse_digest(digest)?;
+        let file = self.store.open_blob_verified(&d).map_err(|_| BlobError::Missing {
+            digest: digest.to_owned(),
+        })?;
+        Ok(Box::new(file))
+    }
+}
+
+/// Registry options shared by build, pull and push.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RegistryArgs {
+    /// An extra CA certificate file (PEM) trusted for registries.
+    #[arg(long = "tls-ca", global = false)]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// A registry (`host:port`) that may be reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub(crate) insecure: Vec<String>,
+    /// A mirror for docker.io, tried first.
+    #[arg(long = "registry-mirror")]
+    pub(crate) mirrors: Vec<String>,
+}
+
+impl RegistryArgs {
+    pub(crate) fn client(&self) -> anyhow::Result<RegistryClient> {
+        let mut mirrors = self.mirrors.clone();
+        if let Ok(env) = std::env::var("FORGE_REGISTRY_MIRRORS") {
+            mirrors.extend(env.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        Ok(RegistryClient::new(ClientConfig {
+            tls_ca: self.tls_ca.clone(),
+            insecure: self.insecure.clone(),
+            mirrors,
+            ..ClientConfig::default()
+        })?)
+    }
+}
+
+fn registry_platform(p: &Platform) -> forge_registry::Platform {
+    forge_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
+}
+
+/// Pulls `reference` into the store and tags it; returns the canonical name and descriptor.
+pub(crate) fn pull_into_store(
+    client: &RegistryClient,
+    store: &Arc<Store>,
+    reference: &Reference,
+    platform: &Platform,
+) -> anyhow::Result<(String, Descriptor)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let sink = StoreBlobs {
+        store: store.clone(),
+    };
+    let pulled = runtime.block_on(client.pull(reference, &registry_platform(platform), &sink))?;
+    let resolved = &pulled.resolved;
+    let descriptor = Descriptor::new(
+        MediaType::from(resolved.media_type.as_str()),
+        resolved.bytes.len() as u64,
+        resolved.digest.parse::<Digest>()?,
+    );
+    let name = reference.to_string();
+    store.tag_image(&name, &descriptor)?;
+    Ok((name, descriptor))
+}
+
+/// Base images from the store, pulled from their registry when missing (or with `--pull`).
+pub(crate) struct PullingProvider {
+    pub(crate) store: Arc<Store>,
+    pub(crate) client: RegistryClient,
+    /// Progress lines go here (stderr), one per pulled image.
+    pub(crate) quiet: bool,
+}
+
+impl ImageProvider for PullingProvider {
+    fn provide(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+        pull: bool,
+    ) -> Result<Option<ProvidedImage>, BuildError> {
+        let parsed = Reference::parse(reference).map_err(|e| BuildError::BadImage {
+            reference: reference.to_owned(),
+            what: e.to_string(),
+        })?;
+        let name = parsed.to_string();
+        let local = store.resolve_image(&name)?;
+        if let (Some(descriptor), false) = (&local, pull) {
+            return Ok(Some(ProvidedImage {
+                name,
+                descriptor: descriptor.clone(),
+            }));
+        }
+        if !self.quiet {
+            eprintln!("pulling {name}");
+        }
+        match pull_into_store(&self.client, &self.store, &parsed, platform) {
+            Ok((name, descriptor)) => Ok(Some(ProvidedImage { name, descriptor })),
+            // With --pull and no registry reachable, the local image still serves.
+            Err(_) if local.is_some() => Ok(local.map(|descriptor| ProvidedImage { name, descriptor })),
+            Err(e) => Err(BuildError::BadImage {
+                reference: name,
+                what: format!("not in the local store, and pulling it failed: {e:#}"),
+            }),
+        }
+    }
+}
