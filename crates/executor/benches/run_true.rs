@@ -1,1 +1,83 @@
-fn main() {}
+//! Overhead of `RUN true` per step: a busybox rootfs, a fresh upperdir each time, native
+//! sandbox against runc. Prints a table; run with
+//! `cargo bench -p forge-executor --bench run_true` as root.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use forge_executor::{run, Runtime, SandboxConfig, SandboxSpec};
+
+const WARMUP: usize = 5;
+const STEPS: usize = 100;
+
+fn busybox_rootfs(root: &Path) {
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+fn measure(name: &str, runtime: Runtime, scratch: &Path, layer: &Path) -> Vec<Duration> {
+    let config = SandboxConfig {
+        helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init")),
+        state_dir: scratch.join("state"),
+        runtime,
+    };
+    let mut times = Vec::with_capacity(STEPS);
+    for i in 0..WARMUP + STEPS {
+        let snap = scratch.join(format!("{name}-{i}"));
+        std::fs::create_dir_all(snap.join("fs")).unwrap();
+        std::fs::create_dir_all(snap.join("work")).unwrap();
+        let spec = SandboxSpec::new(
+            vec![layer.to_path_buf()],
+            snap.join("fs"),
+            snap.join("work"),
+            vec!["true".into()],
+        );
+        let start = Instant::now();
+        run(&config, &spec, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if i >= WARMUP {
+            times.push(start.elapsed());
+        }
+        std::fs::remove_dir_all(&snap).unwrap();
+    }
+    times.sort();
+    times
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let tmp = tempfile::Builder::new()
+        .prefix("forge-bench-run-true-")
+        .tempdir()
+        .unwrap();
+    let layer = tmp.path().join("busybox");
+    busybox_rootfs(&layer);
+    let runc = Runtime::Runc {
+        binary: PathBuf::from("/usr/bin/runc"),
+    };
+    println!("RUN true, {STEPS} steps each (after {WARMUP} warm-up), fresh upperdir per step");
+    println!("| backend | mean ms | median ms | p90 ms | min ms |");
+    println!("|---|---|---|---|---|");
+    for (name, runtime) in [("native", Runtime::Native), ("runc", runc)] {
+        let t = measure(name, runtime, tmp.path(), &layer);
+        let mean = t.iter().sum::<Duration>() / t.len() as u32;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            ms(mean),
+            ms(t[t.len() / 2]),
+            ms(t[t.len() * 9 / 10]),
+            ms(t[0])
+        );
+    }
+}

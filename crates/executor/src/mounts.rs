@@ -245,6 +245,9 @@ fn fs_mount(
 }
 
 /// The overlay's option string; lowerdirs top-most first, an empty directory for scratch.
+/// `volatile`: without it, unmounting the overlay syncs the whole upper filesystem, which
+/// costs a journal commit per step; the store makes a snapshot durable when it commits it.
+/// (The workdir then holds `work/incompat/volatile` and must not be reused for another mount.)
 pub(crate) fn overlay_options(
     lowerdirs: &[PathBuf],
     empty_lower: &Path,
@@ -257,7 +260,7 @@ pub(crate) fn overlay_options(
         lowerdirs.iter().map(|p| p.display().to_string()).collect()
     };
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},volatile",
         lowers.join(":"),
         upper.display(),
         work.display()
@@ -452,7 +455,7 @@ fn mount_user_mounts(
                             .map_err(|e| ExecError::fs("create directory", d, e))?;
                     }
                     let data = format!(
-                        "lowerdir={},upperdir={},workdir={}",
+                        "lowerdir={},upperdir={},workdir={},volatile",
                         host.display(),
                         up.display(),
                         work.display()
@@ -638,7 +641,7 @@ mod tests {
             .collect();
         let expected = [
             "mount - / - MS_REC | MS_PRIVATE -",
-            "mount overlay /run/x/rootfs overlay (empty) lowerdir=/layers/a:/layers/b,upperdir=/snap/up,workdir=/snap/work",
+            "mount overlay /run/x/rootfs overlay (empty) lowerdir=/layers/a:/layers/b,upperdir=/snap/up,workdir=/snap/work,volatile",
             "mount proc /run/x/rootfs/proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             "mount tmpfs /run/x/rootfs/dev tmpfs MS_NOSUID | MS_STRICTATIME mode=755,size=65536k",
             "mount /dev/null /run/x/rootfs/dev/null - MS_BIND | MS_REC -",

@@ -230,7 +230,7 @@ fn prepare_mounts(
                                 .map_err(|e| ExecError::fs("create directory", d, e))?;
                         }
                         let data = format!(
-                            "lowerdir={},upperdir={},workdir={}",
+                            "lowerdir={},upperdir={},workdir={},volatile",
                             host.display(),
                             up.display(),
                             work.display()
