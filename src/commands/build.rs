@@ -12,8 +12,8 @@ use forge_executor::{NetworkMode, ResourceLimits, Runtime, SandboxConfig};
 use forge_planner::Platform;
 
 use crate::images::{canonical_name, familiar_name};
-use crate::registry_store::{PullingProvider, RegistryArgs};
 use crate::progress::{renderer, ProgressMode};
+use crate::registry_store::{PullingProvider, RegistryArgs};
 use crate::Globals;
 
 #[derive(Debug, clap::Args)]
@@ -110,7 +110,9 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
     }
     let id = id.with_context(|| format!("--secret {text:?}: id= is required"))?;
     let content = match (src, env) {
-        (Some(path), _) => std::fs::read(&path).with_context(|| format!("--secret {id}: reading {path}"))?,
+        (Some(path), _) => {
+            std::fs::read(&path).with_context(|| format!("--secret {id}: reading {path}"))?
+        }
         (None, Some(var)) => std::env::var(&var)
             .with_context(|| format!("--secret {id}: environment variable {var} is not set"))?
             .into_bytes(),
@@ -170,6 +172,10 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         if !dir.is_dir() {
             bail!("build context {}: not a directory", dir.display());
         }
+        // Absolute and free of symlinks: file operations resolve sources inside it.
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("build context {}", dir.display()))?;
         let (text, name) = match args.file.as_deref() {
             Some("-") => {
                 stdin_used = true;
@@ -262,7 +268,11 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
-        .or_else(|| build_args.get("SOURCE_DATE_EPOCH").and_then(|v| v.parse().ok()));
+        .or_else(|| {
+            build_args
+                .get("SOURCE_DATE_EPOCH")
+                .and_then(|v| v.parse().ok())
+        });
 
     let req = BuildRequest {
         dockerfile,
@@ -283,7 +293,9 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         tags,
         sandbox: sandbox_config(&store, &args.runtime)?,
         limits,
-        jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        jobs: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         source_date_epoch,
     };
     let mode = if args.quiet {

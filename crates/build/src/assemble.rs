@@ -66,7 +66,8 @@ pub(crate) fn assemble(
                 .as_ref()
                 .and_then(|r| r.config.created().clone())
                 .and_then(|c| {
-                    time::OffsetDateTime::parse(&c, &time::format_description::well_known::Rfc3339).ok()
+                    time::OffsetDateTime::parse(&c, &time::format_description::well_known::Rfc3339)
+                        .ok()
                 })
                 .map(|t| t.unix_timestamp());
             newest.or(base_created).unwrap_or(0)
@@ -97,7 +98,12 @@ pub(crate) fn assemble(
     for tag in &req.tags {
         store.tag_image(tag, &built.manifest_descriptor)?;
     }
-    let size = built.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+    let size = built
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| l.size())
+        .sum::<u64>()
         + built.config_descriptor.size();
     Ok(BuildOutput {
         image_id: built.config_descriptor.digest().to_string(),
@@ -110,16 +116,24 @@ pub(crate) fn assemble(
 }
 
 /// The layer blob of a snapshot, made once per (snapshot, compression, epoch).
-fn export_layer(store: &Store, snapshot: &SnapshotId, epoch: Option<i64>) -> Result<LayerInfo, BuildError> {
+fn export_layer(
+    store: &Store,
+    snapshot: &SnapshotId,
+    epoch: Option<i64>,
+) -> Result<LayerInfo, BuildError> {
     let key = CacheKey::builder("layer-blob/v1")
         .extra("snapshot", snapshot.as_str().as_bytes())
         .extra("compression", b"gzip")
-        .extra("epoch", epoch.map(|e| e.to_string()).unwrap_or_default().as_bytes())
+        .extra(
+            "epoch",
+            epoch.map(|e| e.to_string()).unwrap_or_default().as_bytes(),
+        )
         .finish();
     if let Some(record) = store.get_record(&key)? {
         if let (Some(blob), Some(diff_id)) = (&record.layer_blob, &record.diff_id) {
             if store.has_blob(blob) {
-                let sizes: (u64, u64) = serde_json::from_value(record.payload.clone()).unwrap_or((0, 0));
+                let sizes: (u64, u64) =
+                    serde_json::from_value(record.payload.clone()).unwrap_or((0, 0));
                 return Ok(LayerInfo {
                     diff_id: diff_id.clone(),
                     digest: blob.clone(),

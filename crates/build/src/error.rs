@@ -55,10 +55,18 @@ pub enum BuildError {
     },
     /// A RUN --mount=type=secret names a secret the build was not given.
     #[error("{file}:{line}: secret {id:?} is required but was not provided (use --secret id={id},src=FILE)")]
-    MissingSecret { file: String, line: usize, id: String },
+    MissingSecret {
+        file: String,
+        line: usize,
+        id: String,
+    },
     /// A RUN --mount=type=ssh without an --ssh agent.
     #[error("{file}:{line}: ssh agent {id:?} is required but was not provided (use --ssh {id}[=SOCKET])")]
-    MissingSsh { file: String, line: usize, id: String },
+    MissingSsh {
+        file: String,
+        line: usize,
+        id: String,
+    },
     /// A mount or unmount in forge's own namespace failed.
     #[error("{action} {target}: {source}")]
     Mount {

@@ -133,7 +133,10 @@ fn looks_like_index(bytes: &[u8]) -> bool {
 
 /// Unpacks the image's layers into snapshots (once per layer chain, remembered in the cache)
 /// and returns the top snapshot; `None` for an image without layers.
-pub fn image_snapshots(store: &Store, image: &LocalImage) -> Result<Option<SnapshotId>, BuildError> {
+pub fn image_snapshots(
+    store: &Store,
+    image: &LocalImage,
+) -> Result<Option<SnapshotId>, BuildError> {
     let mut parent: Option<SnapshotId> = None;
     for (layer, diff_id) in image
         .manifest
@@ -142,7 +145,10 @@ pub fn image_snapshots(store: &Store, image: &LocalImage) -> Result<Option<Snaps
         .zip(image.config.rootfs().diff_ids())
     {
         let key = CacheKey::builder("unpacked-layer/v1")
-            .extra("parent", parent.as_ref().map(|p| p.as_str()).unwrap_or("").as_bytes())
+            .extra(
+                "parent",
+                parent.as_ref().map(|p| p.as_str()).unwrap_or("").as_bytes(),
+            )
             .extra("diff_id", diff_id.as_bytes())
             .finish();
         if let Some(record) = store.get_record(&key)? {
@@ -194,7 +200,10 @@ impl ImageResolver for StoreResolver<'_> {
         if let Some(image) = lock(&self.found).get(reference) {
             return resolved(image, reference, &mut lock(&self.errors));
         }
-        let provided = match self.provider.provide(self.store, reference, platform, self.pull) {
+        let provided = match self
+            .provider
+            .provide(self.store, reference, platform, self.pull)
+        {
             Ok(Some(p)) => p,
             Ok(None) => return None,
             Err(e) => {
@@ -216,7 +225,11 @@ impl ImageResolver for StoreResolver<'_> {
     }
 }
 
-fn resolved(image: &LocalImage, reference: &str, errors: &mut Vec<BuildError>) -> Option<ResolvedImage> {
+fn resolved(
+    image: &LocalImage,
+    reference: &str,
+    errors: &mut Vec<BuildError>,
+) -> Option<ResolvedImage> {
     match serde_json::from_slice::<ImageConfig>(&image.config_json) {
         Ok(config) => Some(ResolvedImage {
             reference: image.name.clone(),

@@ -55,7 +55,9 @@ pub fn build(
     })?;
     if let Some(name) = req.named_contexts.keys().next() {
         return Err(BuildError::Parse {
-            rendered: format!("--build-context {name}=...: named build contexts are not supported yet"),
+            rendered: format!(
+                "--build-context {name}=...: named build contexts are not supported yet"
+            ),
         });
     }
     let ignore_text = match &req.context {
@@ -86,7 +88,10 @@ pub fn build(
     if let Some(err) = lock(&resolver.errors).drain(..).next() {
         return Err(err);
     }
-    let images = resolver.found.into_inner().unwrap_or_else(|e| e.into_inner());
+    let images = resolver
+        .found
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     for op in plan.graph.ops() {
         if let OpKind::Image { reference, .. } = &op.kind {
             if !images.contains_key(reference) {
@@ -139,6 +144,7 @@ pub fn build(
         progress,
         no_cache_stages,
         memory,
+        ignore_patterns: opts.dockerignore.clone(),
     };
     let solved = solver.run();
     solver.memory.save();
@@ -149,7 +155,10 @@ pub fn build(
 
 /// `.dockerignore` for this Dockerfile: `<Dockerfile>.dockerignore` beside it wins over the
 /// context's `.dockerignore`.
-fn read_dockerignore(context: &std::path::Path, dockerfile_name: &str) -> Result<String, BuildError> {
+fn read_dockerignore(
+    context: &std::path::Path,
+    dockerfile_name: &str,
+) -> Result<String, BuildError> {
     let name = std::path::Path::new(dockerfile_name)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

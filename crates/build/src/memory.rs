@@ -125,8 +125,13 @@ impl Memory {
             return format!("file {path:?} is no longer copied");
         }
         if before.env != now.env {
-            let old: BTreeMap<&str, &str> = before.env.iter().filter_map(|kv| kv.split_once('=')).collect();
-            let new: BTreeMap<&str, &str> = now.env.iter().filter_map(|kv| kv.split_once('=')).collect();
+            let old: BTreeMap<&str, &str> = before
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let new: BTreeMap<&str, &str> =
+                now.env.iter().filter_map(|kv| kv.split_once('=')).collect();
             for (k, v) in &new {
                 match old.get(k) {
                     Some(o) if o == v => {}
@@ -181,5 +186,8 @@ fn strip_prefix(name: &str) -> &str {
 
 /// Whether progress shows this op as a step.
 pub(crate) fn is_step(op: &Op) -> bool {
-    !matches!(op.kind, OpKind::Scratch | OpKind::Config { .. } | OpKind::Context { .. })
+    !matches!(
+        op.kind,
+        OpKind::Scratch | OpKind::Config { .. } | OpKind::Context { .. }
+    )
 }

@@ -134,7 +134,12 @@ impl Drop for OverlayMount {
 fn join_lowers(lowers: &[PathBuf]) -> String {
     lowers
         .iter()
-        .map(|p| p.display().to_string().replace(',', "\\,").replace(':', "\\:"))
+        .map(|p| {
+            p.display()
+                .to_string()
+                .replace(',', "\\,")
+                .replace(':', "\\:")
+        })
         .collect::<Vec<_>>()
         .join(":")
 }

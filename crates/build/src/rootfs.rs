@@ -7,9 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-use nix::fcntl::AtFlags;
 use nix::unistd::{fchownat, Gid, Uid};
 
 use crate::error::BuildError;
@@ -94,7 +94,11 @@ pub(crate) fn mkdir_in_root(
 /// Reads a small file inside `root` (e.g. `/etc/passwd`); `None` when it does not exist.
 pub(crate) fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, BuildError> {
     let rootfd = open_root(root)?;
-    let fd = match open_in_root(&rootfd, Path::new(path.trim_start_matches('/')), OFlag::O_RDONLY) {
+    let fd = match open_in_root(
+        &rootfd,
+        Path::new(path.trim_start_matches('/')),
+        OFlag::O_RDONLY,
+    ) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
         Err(e) => return Err(BuildError::io(root.join(path), e.into())),
@@ -117,7 +121,10 @@ pub(crate) fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32), Build
     let passwd = read_in_root(root, "/etc/passwd")?.unwrap_or_default();
     let unknown = |what: &str, name: &str| BuildError::BadImage {
         reference: root.display().to_string(),
-        what: format!("unknown {what} {name:?}: not in /etc/{}", if what == "user" { "passwd" } else { "group" }),
+        what: format!(
+            "unknown {what} {name:?}: not in /etc/{}",
+            if what == "user" { "passwd" } else { "group" }
+        ),
     };
     let (uid, primary) = match user.parse::<u32>() {
         Ok(uid) => {

@@ -52,6 +52,8 @@ pub(crate) struct Solver<'a> {
     pub(crate) progress: &'a dyn Progress,
     pub(crate) no_cache_stages: BTreeSet<usize>,
     pub(crate) memory: Memory,
+    /// `.dockerignore` patterns: what they match is not part of the build context.
+    pub(crate) ignore_patterns: Vec<String>,
 }
 
 struct Schedule {
@@ -203,9 +205,15 @@ impl Solver<'_> {
                     false,
                 ))
             }
-            OpKind::Image { reference, .. } => self.solve_image(op, reference).map(|s| (s, true, true)),
-            OpKind::Run(run) => self.cached_or(op, inputs, base, |key| self.run_step(op, run, inputs, base, key)),
-            OpKind::File(file) => self.cached_or(op, inputs, base, |key| self.file_step(op, file, inputs, base, key)),
+            OpKind::Image { reference, .. } => {
+                self.solve_image(op, reference).map(|s| (s, true, true))
+            }
+            OpKind::Run(run) => self.cached_or(op, inputs, base, |key| {
+                self.run_step(op, run, inputs, base, key)
+            }),
+            OpKind::File(file) => self.cached_or(op, inputs, base, |key| {
+                self.file_step(op, file, inputs, base, key)
+            }),
             OpKind::Mkdir { path, mode, user } => self.cached_or(op, inputs, base, |key| {
                 self.mkdir_step(op, path, *mode, user.as_deref(), base, key)
             }),
@@ -240,16 +248,19 @@ impl Solver<'_> {
             name: &op.name,
         });
         let start = Instant::now();
-        let image = self
-            .images
-            .get(reference)
-            .cloned()
-            .ok_or_else(|| BuildError::ImageNotFound {
-                reference: reference.to_owned(),
-            })?;
+        let image =
+            self.images
+                .get(reference)
+                .cloned()
+                .ok_or_else(|| BuildError::ImageNotFound {
+                    reference: reference.to_owned(),
+                })?;
         let top = image_snapshots(self.store, &image)?;
         let key = CacheKey::builder(&op.digest)
-            .extra("manifest", image.manifest_descriptor.digest().to_string().as_bytes())
+            .extra(
+                "manifest",
+                image.manifest_descriptor.digest().to_string().as_bytes(),
+            )
             .finish();
         self.memory.observe(
             op,
@@ -452,7 +463,13 @@ impl Solver<'_> {
         spec.env = run
             .env
             .iter()
-            .chain(run.proxy_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().iter())
+            .chain(
+                run.proxy_env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .map(|kv| match kv.split_once('=') {
                 Some((k, v)) => (k.to_owned(), v.to_owned()),
                 None => (kv.clone(), String::new()),
@@ -461,7 +478,10 @@ impl Solver<'_> {
         spec.cwd = run.cwd.clone();
         spec.user = run.user.clone().unwrap_or_default();
         spec.network = match run.network {
-            NetworkMode::Default => self.req.network.unwrap_or(forge_executor::NetworkMode::Default),
+            NetworkMode::Default => self
+                .req
+                .network
+                .unwrap_or(forge_executor::NetworkMode::Default),
             NetworkMode::None => forge_executor::NetworkMode::None,
             NetworkMode::Host => forge_executor::NetworkMode::Host,
         };
@@ -479,7 +499,10 @@ impl Solver<'_> {
             match m.kind {
                 MountType::Bind => {
                     let source_root = match (&m.from, m.input) {
-                        (Some(SourceRef::Stage { .. }) | Some(SourceRef::Image { .. }), Some(i)) => {
+                        (
+                            Some(SourceRef::Stage { .. }) | Some(SourceRef::Image { .. }),
+                            Some(i),
+                        ) => {
                             let view = self.view_of(&inputs[i])?;
                             let path = view.path().to_path_buf();
                             views.push(view);
@@ -632,6 +655,10 @@ impl Solver<'_> {
             follow_top_symlink: true,
             unpack_archives: file.action == FileAction::Add && file.unpack != Some(false),
             keep_source_owner: !matches!(file.from, SourceRef::Context),
+            ignore: match file.from {
+                SourceRef::Context => self.ignore_patterns.clone(),
+                _ => Vec::new(),
+            },
         })
     }
 

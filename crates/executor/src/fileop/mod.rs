@@ -61,6 +61,10 @@ pub struct CopySpec {
     /// Without `--chown`: keep the source's uid/gid (`--from` a stage or image) instead of
     /// making everything root-owned (build context, whose owners BuildKit resets to 0:0).
     pub keep_source_owner: bool,
+    /// `.dockerignore` patterns, matched against paths relative to `src_root`: what they
+    /// exclude is not part of the source tree at all (a COPY of the build context never sees
+    /// ignored files, inside copied directories included).
+    pub ignore: Vec<String>,
 }
 
 impl Default for CopySpec {
@@ -76,6 +80,7 @@ impl Default for CopySpec {
             follow_top_symlink: true,
             unpack_archives: false,
             keep_source_owner: false,
+            ignore: Vec::new(),
         }
     }
 }
@@ -153,12 +158,14 @@ fn copy_trees(
         }
     }
 
+    let ignore = PatternSet::new(&spec.ignore)?;
     let mut copier = Copier::new(
         chown,
         spec.keep_source_owner,
         spec.chmod.as_ref(),
         &excludes,
-    );
+    )
+    .with_ignore(&ignore, src_root);
     // fsutil's Copy first creates the destination (dir form) or its parent.
     let ensure = if dest_dir_form {
         dest_abs.clone()
@@ -339,6 +346,7 @@ fn collect_items<'a>(
     excludes: &PatternSet,
 ) -> Result<Vec<Item<'a>>, FileOpError> {
     let instruction = instruction(spec);
+    let ignore = PatternSet::new(&spec.ignore)?;
     let mut items = Vec::new();
     let mut matched_any = false;
     for source in &spec.sources {
@@ -370,6 +378,15 @@ fn collect_items<'a>(
                     let meta = std::fs::symlink_metadata(&matched.host)
                         .map_err(error::io_err("lstat", &matched.host))?;
                     let is_dir = meta.is_dir();
+                    if !ignore.is_empty() {
+                        let rel = relative_to(src_root, &matched.host);
+                        if rel != "."
+                            && ignore.matches(&rel)
+                            && !(is_dir && ignore.may_reinclude_below(&rel))
+                        {
+                            continue;
+                        }
+                    }
                     let rel_for_exclude = match &matched.parents {
                         Some((below, _)) if below.as_os_str().is_empty() => ".".to_string(),
                         Some((below, _)) => below.to_string_lossy().into_owned(),

@@ -30,6 +30,8 @@ pub(crate) struct Copier<'a> {
     keep_source_owner: bool,
     chmod: Option<&'a ChmodSpec>,
     excludes: &'a PatternSet,
+    /// `.dockerignore` and the root its patterns are relative to.
+    ignore: Option<(&'a PatternSet, &'a Path)>,
     inodes: HashMap<(u64, u64), PathBuf>,
     pub(crate) report: CopyReport,
 }
@@ -46,9 +48,29 @@ impl<'a> Copier<'a> {
             keep_source_owner,
             chmod,
             excludes,
+            ignore: None,
             inodes: HashMap::new(),
             report: CopyReport::default(),
         }
+    }
+
+    /// Treats what `ignore` matches (relative to `root`) as absent from the source.
+    pub(crate) fn with_ignore(mut self, ignore: &'a PatternSet, root: &'a Path) -> Self {
+        if !ignore.is_empty() {
+            self.ignore = Some((ignore, root));
+        }
+        self
+    }
+
+    fn is_ignored(&self, src: &Path, is_dir: bool) -> bool {
+        let Some((set, root)) = self.ignore else {
+            return false;
+        };
+        let Ok(rel) = src.strip_prefix(root) else {
+            return false;
+        };
+        let rel = rel.to_string_lossy();
+        !rel.is_empty() && set.matches(&rel) && !(is_dir && set.may_reinclude_below(&rel))
     }
 
     /// The owner a copied entry gets: `--chown`, else the source's owner from another stage,
@@ -126,6 +148,9 @@ impl<'a> Copier<'a> {
         let meta = fs::symlink_metadata(src).map_err(io_err("lstat", src))?;
         let ft = meta.file_type();
         if !rel.is_empty() && self.is_excluded(rel, ft.is_dir()) {
+            return Ok(());
+        }
+        if self.is_ignored(src, ft.is_dir()) {
             return Ok(());
         }
         if !ft.is_dir() {
