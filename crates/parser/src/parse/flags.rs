@@ -1,6 +1,8 @@
 //! Instruction flags: which flags an instruction accepts (BuildKit's `BFlags`), and the typed
 //! values of each: booleans, Go durations, `--chmod` modes, RUN `--mount` specs and sizes.
 
+use std::borrow::Cow;
+
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_while, take_while1};
 use nom::character::complete::{char as chr, digit0, digit1, one_of};
@@ -89,8 +91,7 @@ impl<'a> Flags<'a> {
         self.get(name).and_then(|f| f.value.clone())
     }
 
-    pub(crate) fn all(&self, name: &str) -> impl Iterator<Item = &'a RawFlag> + '_ {
-        let name = name.to_string();
+    pub(crate) fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a RawFlag> + 's {
         self.used
             .iter()
             .filter(move |(n, _)| *n == name)
@@ -285,7 +286,11 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
 // ---- --mount ------------------------------------------------------------------------------
 
 /// Splits a `--mount` value the way Go's `encoding/csv` reads one record.
-fn csv_fields(value: &str) -> Result<Vec<String>, String> {
+fn csv_fields(value: &str) -> Result<Vec<Cow<'_, str>>, String> {
+    // The common case, no quotes at all, borrows every field.
+    if !value.contains('"') {
+        return Ok(value.split(',').map(Cow::Borrowed).collect());
+    }
     let mut fields = Vec::new();
     let mut chars = value.chars().peekable();
     loop {
@@ -305,7 +310,7 @@ fn csv_fields(value: &str) -> Result<Vec<String>, String> {
             }
             match chars.next() {
                 None => {
-                    fields.push(field);
+                    fields.push(Cow::Owned(field));
                     return Ok(fields);
                 }
                 Some(',') => {}
@@ -315,7 +320,7 @@ fn csv_fields(value: &str) -> Result<Vec<String>, String> {
             loop {
                 match chars.next() {
                     None => {
-                        fields.push(field);
+                        fields.push(Cow::Owned(field));
                         return Ok(fields);
                     }
                     Some(',') => break,
@@ -324,7 +329,16 @@ fn csv_fields(value: &str) -> Result<Vec<String>, String> {
                 }
             }
         }
-        fields.push(field);
+        fields.push(Cow::Owned(field));
+    }
+}
+
+/// Lower-cases only when needed: mount keys are almost always written in lower case.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -354,7 +368,7 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
     for field in &fields {
         if let Some((k, v)) = field.split_once('=') {
             if k.trim().eq_ignore_ascii_case("type") {
-                kind = match v.to_ascii_lowercase().as_str() {
+                kind = match lower(v).as_ref() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
                     "tmpfs" => MountType::Tmpfs,
@@ -390,11 +404,11 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
     let secretish = matches!(kind, MountType::Secret | MountType::Ssh);
     for field in &fields {
         let (key, val) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
-            None => (field.trim().to_ascii_lowercase(), None),
+            Some((k, v)) => (lower(k.trim()), Some(v)),
+            None => (lower(field.trim()), None),
         };
         let Some(val) = val else {
-            match key.as_str() {
+            match key.as_ref() {
                 "readonly" | "ro" => m.readonly = Some(true),
                 "readwrite" | "rw" => m.readonly = Some(false),
                 "required" if secretish => m.required = Some(true),
@@ -413,7 +427,7 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
             continue;
         };
         let bad = |what: &str| mount_err(flag, field, format!("invalid value {val:?} for {what}"));
-        match key.as_str() {
+        match key.as_ref() {
             "type" => {}
             "from" => m.from = Some(val.to_string()),
             "source" | "src" => m.source = Some(val.to_string()),
@@ -433,7 +447,7 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
             }
             "id" => m.id = Some(val.to_string()),
             "sharing" => {
-                m.sharing = match val.to_ascii_lowercase().as_str() {
+                m.sharing = match lower(val).as_ref() {
                     "" => None,
                     "shared" => Some(CacheSharing::Shared),
                     "private" => Some(CacheSharing::Private),

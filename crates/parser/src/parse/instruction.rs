@@ -142,7 +142,7 @@ pub(crate) fn parse_node(
 ) -> Result<Parsed, ParseError> {
     let text = logical.text.as_str();
     let at = |logical_offset: usize| logical.source_offset(logical_offset);
-    let span = |start: usize, end: usize| src.span(at(start), logical.source_end(end));
+    let span = |start: usize, end: usize| logical.span(src, start, end);
 
     let kw_start = skip_space(text, from);
     let kw_end = text[kw_start..]
@@ -162,11 +162,14 @@ pub(crate) fn parse_node(
     let flags: Vec<RawFlag> = flag_words
         .into_iter()
         .map(|w| {
-            let body = w.text.get(2..).unwrap_or_default();
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (body.to_string(), None),
-            };
+            // Reuse the word's buffer for the name: flags are on most RUN/COPY lines.
+            let mut name = w.text;
+            name.drain(..2.min(name.len()));
+            let value = name.find('=').map(|eq| {
+                let value = name.split_off(eq + 1);
+                name.truncate(eq);
+                value
+            });
             RawFlag {
                 name,
                 value,
@@ -243,7 +246,8 @@ pub(crate) fn parse_node(
         flags,
         args,
         heredocs: Vec::new(),
-        span: span(kw_start, text.len()),
+        // The end is set by the caller once heredoc bodies are read.
+        span: span(kw_start, kw_start),
         original: text[from..].to_string(),
         empty_continuation_lines: Vec::new(),
     };

@@ -17,7 +17,8 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let src = Source::new(text);
     let (directives, escape) = directives::read(&src)?;
-    let mut instructions = Vec::new();
+    // Instructions are large; growing the vector by doubling would copy them repeatedly.
+    let mut instructions = Vec::with_capacity(src.line_count() / 2 + 1);
     let mut logical = Logical::default();
     let lines = src.line_count();
     let mut i = 0;
@@ -33,7 +34,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             continue;
         }
         logical.clear();
-        logical.push(piece, start + (line.len() - trimmed.len()));
+        logical.push(piece, start + (line.len() - trimmed.len()), i - 1);
         let mut last = i - 1;
         let mut empty_lines = Vec::new();
         while !ends && i < lines {
@@ -51,7 +52,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             }
             let (piece, e) = trim_continuation(line, escape);
             ends = e;
-            logical.push(piece, start);
+            logical.push(piece, start, i - 1);
         }
         if logical.text.trim().is_empty() {
             continue;
@@ -92,7 +93,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 }
                 last = i - 1;
                 let start = if body_start < lines {
-                    src.pos(src.line(body_start).0)
+                    src.line_start(body_start)
                 } else {
                     src.line_end(lines - 1)
                 };

@@ -53,10 +53,31 @@ impl<'a> Source<'a> {
             .partition_point(|&s| s <= offset)
             .saturating_sub(1);
         let start = self.starts.get(idx).copied().unwrap_or(0);
-        let column = match self.text.get(start..offset) {
-            Some(s) => s.chars().count() + 1,
-            None => offset - start + 1,
-        };
+        // Characters, not bytes: count the bytes that start a UTF-8 sequence (this loop
+        // vectorises, unlike `chars().count()` on short strings).
+        let column = self.text.as_bytes()[start..offset]
+            .iter()
+            .filter(|&&b| (b & 0xC0) != 0x80)
+            .count()
+            + 1;
+        Pos {
+            line: idx + 1,
+            column,
+            offset,
+        }
+    }
+
+    /// The position of `offset`, known to lie on line `idx` (0-based): no search needed.
+    pub(crate) fn pos_in_line(&self, idx: usize, offset: usize) -> Pos {
+        let start = self.starts.get(idx).copied().unwrap_or(0);
+        let offset = offset.clamp(start, self.text.len());
+        // Characters, not bytes: count the bytes that start a UTF-8 sequence (this loop
+        // vectorises, unlike `chars().count()` on short strings).
+        let column = self.text.as_bytes()[start..offset]
+            .iter()
+            .filter(|&&b| (b & 0xC0) != 0x80)
+            .count()
+            + 1;
         Pos {
             line: idx + 1,
             column,
@@ -67,7 +88,12 @@ impl<'a> Source<'a> {
     /// The position just after the content of line `idx` (0-based).
     pub(crate) fn line_end(&self, idx: usize) -> Pos {
         let (start, line) = self.line(idx);
-        self.pos(start + line.len())
+        self.pos_in_line(idx, start + line.len())
+    }
+
+    /// The position at the start of line `idx` (0-based).
+    pub(crate) fn line_start(&self, idx: usize) -> Pos {
+        self.pos_in_line(idx, self.starts.get(idx).copied().unwrap_or(0))
     }
 
     pub(crate) fn span(&self, start: usize, end: usize) -> Span {
@@ -99,8 +125,8 @@ impl<'a> Source<'a> {
 #[derive(Default)]
 pub(crate) struct Logical {
     pub(crate) text: String,
-    /// (offset in `text`, offset in the source) of each piece, in order.
-    segs: Vec<(usize, usize)>,
+    /// (offset in `text`, offset in the source, 0-based source line) of each piece, in order.
+    segs: Vec<(usize, usize, usize)>,
 }
 
 impl Logical {
@@ -109,8 +135,8 @@ impl Logical {
         self.segs.clear();
     }
 
-    pub(crate) fn push(&mut self, piece: &str, source_offset: usize) {
-        self.segs.push((self.text.len(), source_offset));
+    pub(crate) fn push(&mut self, piece: &str, source_offset: usize, line: usize) {
+        self.segs.push((self.text.len(), source_offset, line));
         self.text.push_str(piece);
     }
 
@@ -118,27 +144,31 @@ impl Logical {
     pub(crate) fn source_offset(&self, logical: usize) -> usize {
         let idx = self
             .segs
-            .partition_point(|&(l, _)| l <= logical)
+            .partition_point(|&(l, _, _)| l <= logical)
             .saturating_sub(1);
         match self.segs.get(idx) {
-            Some(&(l, s)) => s + (logical - l),
+            Some(&(l, s, _)) => s + (logical - l),
             None => logical,
         }
     }
 
-    /// The source offset of an exclusive end offset: the end of the piece it closes rather
-    /// than the start of the next one.
-    pub(crate) fn source_end(&self, logical: usize) -> usize {
-        if logical == 0 {
-            return self.source_offset(0);
-        }
-        let idx = self
-            .segs
-            .partition_point(|&(l, _)| l < logical)
+    /// The span of logical range `start..end`, without searching the source's lines.
+    pub(crate) fn span(&self, src: &Source<'_>, start: usize, end: usize) -> Span {
+        let pos = |logical: usize, closing: bool| {
+            let idx = if closing && logical > 0 {
+                self.segs.partition_point(|&(l, _, _)| l < logical)
+            } else {
+                self.segs.partition_point(|&(l, _, _)| l <= logical)
+            }
             .saturating_sub(1);
-        match self.segs.get(idx) {
-            Some(&(l, s)) => s + (logical - l),
-            None => logical,
+            match self.segs.get(idx) {
+                Some(&(l, s, line)) => src.pos_in_line(line, s + (logical - l)),
+                None => src.pos(logical),
+            }
+        };
+        Span {
+            start: pos(start, false),
+            end: pos(end, true),
         }
     }
 }

@@ -42,6 +42,22 @@ pub(crate) fn extract_flags(line: &str, from: usize) -> (Vec<Word>, usize) {
             return (words, pos);
         }
         let start = pos;
+        // Fast path: a flag without quotes or escapes is copied as it is.
+        let plain_end = line[start..]
+            .find(|c: char| is_space(c) || c == '\'' || c == '"' || c == '\\')
+            .map_or(line.len(), |i| start + i);
+        if line[plain_end..].chars().next().is_none_or(is_space) {
+            pos = plain_end;
+            if &line[start..plain_end] == "--" {
+                return (words, skip_space(line, pos));
+            }
+            words.push(Word {
+                text: line[start..plain_end].to_string(),
+                start,
+                end: plain_end,
+            });
+            continue;
+        }
         let mut word = String::new();
         let mut quote: Option<char> = None;
         let mut end = line.len();
@@ -204,14 +220,8 @@ pub(crate) fn parse_json(rest: &str) -> Option<Vec<String>> {
     if !rest.starts_with('[') {
         return None;
     }
-    let values: Vec<serde_json::Value> = serde_json::from_str(rest).ok()?;
-    values
-        .into_iter()
-        .map(|v| match v {
-            serde_json::Value::String(s) => Some(s),
-            _ => None,
-        })
-        .collect()
+    // Anything but an array of strings (numbers, nested arrays, bad JSON) is the shell form.
+    serde_json::from_str(rest).ok()
 }
 
 /// The words of a line as BuildKit's shell lexer splits them for heredoc detection: on
