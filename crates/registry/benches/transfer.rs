@@ -61,7 +61,7 @@ fn main() {
         rows.push((label, best));
     }
     let c = client(64 << 20);
-    let target = Reference::parse(&format!("{}/bench/64-0:1", registry.host)).unwrap();
+    let target = Reference::parse(&format!("{}/bench/chunked-0:1", registry.host)).unwrap();
     let mut best = f64::MAX;
     for round in 0..ROUNDS {
         let dst = OciDir::create(tmp.path().join(format!("dst{round}"))).unwrap();

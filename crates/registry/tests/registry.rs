@@ -621,3 +621,124 @@ fn a_killed_pull_leaves_its_staged_bytes_for_the_next_one() {
         4000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_replaced_once_on_401() {
+    // The first token the server issues is already expired; the registry answers 401 and the
+    // client fetches a new one and retries.
+    let tokens = TokenServer::start_with(None, 1);
+    let registry = Registry::start(Auth::Token(&tokens), None);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciDir::create(tmp.path().join("src")).unwrap();
+    let image = make_image(&src, &[pseudo_random(1000, 21)]);
+    let c = RegistryClient::new(ClientConfig {
+        docker_config_dir: Some(tmp.path().to_path_buf()),
+        concurrency: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let target = reference(&registry.host, "exp/img:1");
+    c.push(
+        &src,
+        &image.manifest_digest,
+        &target,
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let push_scope = "repository:exp/img:pull,push".to_string();
+    let seen = tokens.scopes_seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| **s == push_scope).count(),
+        2,
+        "{seen:?}"
+    );
+
+    // A token server whose tokens never work: one renewal, then a clear 401, no endless loop.
+    let bad_tokens = TokenServer::start_with(None, usize::MAX);
+    let registry = Registry::start(Auth::Token(&bad_tokens), None);
+    let target = reference(&registry.host, "exp/img:1");
+    let err = c
+        .push(
+            &src,
+            &image.manifest_digest,
+            &target,
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("push blob {}/exp/img@", registry.host)),
+        "{err}"
+    );
+    assert_eq!(bad_tokens.scopes_seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_503_is_retried_and_endless_429_is_reported_after_bounded_attempts() {
+    let registry = Registry::start(Auth::None, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciDir::create(tmp.path().join("src")).unwrap();
+    let image = make_image(&src, &[pseudo_random(1000, 22)]);
+    let c = client(tmp.path(), None);
+    c.push(
+        &src,
+        &image.manifest_digest,
+        &reference(&registry.host, "flaky/img:1"),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let flaky = Proxy::start(
+        &registry.host,
+        "/manifests/1",
+        Fault::Status {
+            code: 503,
+            times: 2,
+        },
+    );
+    let dst = OciDir::create(tmp.path().join("dst")).unwrap();
+    let pulled = c
+        .pull(&reference(&flaky.host, "flaky/img:1"), &amd64(), &dst)
+        .await
+        .unwrap();
+    assert_eq!(pulled.resolved.digest, image.manifest_digest);
+    let requests = flaky.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/manifests/1"))
+            .count(),
+        3,
+        "{requests:#?}"
+    );
+
+    let limited = Proxy::start(
+        &registry.host,
+        "/manifests/1",
+        Fault::Status {
+            code: 429,
+            times: usize::MAX,
+        },
+    );
+    let err = c
+        .resolve(&reference(&limited.host, "flaky/img:1"), &amd64())
+        .await
+        .unwrap_err();
+    match &err {
+        RegistryError::RateLimited { attempts, .. } => {
+            assert_eq!(*attempts, c.config().max_retries + 1)
+        }
+        other => panic!("expected rate limiting, got {other}"),
+    }
+    assert!(
+        err.to_string().starts_with(&format!(
+            "pull manifest {}/flaky/img:1: 429 too many requests",
+            limited.host
+        )),
+        "{err}"
+    );
+}

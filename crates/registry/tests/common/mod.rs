@@ -254,6 +254,13 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(credentials: Option<(&str, &str)>) -> Self {
+        Self::start_with(credentials, 0)
+    }
+
+    /// Like `start`, but the first `expired` tokens are already past their `exp` (while the
+    /// answer still says `expires_in: 300`), so the registry rejects them with 401.
+    pub fn start_with(credentials: Option<(&str, &str)>, expired: usize) -> Self {
+        let issued = std::sync::atomic::AtomicUsize::new(0);
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -325,10 +332,15 @@ impl TokenServer {
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
                 .as_secs();
+            let exp = if issued.fetch_add(1, Ordering::SeqCst) < expired {
+                now - 3600
+            } else {
+                now + 300
+            };
             let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
             let claims = serde_json::json!({
                 "iss": iss, "sub": "forge-test-user", "aud": svc,
-                "exp": now + 300, "nbf": now - 10, "iat": now,
+                "exp": exp, "nbf": now - 7200, "iat": now - 7200,
                 "jti": format!("{now}-{}", rand_u64()), "access": access,
             });
             let b64 = |v: &serde_json::Value| {
@@ -372,6 +384,9 @@ pub enum Fault {
     CutAfter(usize),
     /// Flip one bit of the first body byte.
     Corrupt,
+    /// Answer the first `times` matching requests with this status (and `Retry-After: 0`)
+    /// instead of forwarding them.
+    Status { code: u16, times: usize },
 }
 
 /// A TCP proxy in front of a registry that injects one fault.
@@ -387,6 +402,7 @@ impl Proxy {
         let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let fired = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (upstream, trigger, reqs) =
             (upstream.to_string(), trigger.to_string(), requests.clone());
         std::thread::spawn(move || {
@@ -401,6 +417,8 @@ impl Proxy {
                     let (mut c, mut s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let (armed, fired, reqs, trigger) =
                         (armed.clone(), fired.clone(), reqs.clone(), trigger.clone());
+                    let mut reply = client.try_clone().unwrap();
+                    let answered = answered.clone();
                     std::thread::spawn(move || {
                         let mut buf = vec![0u8; 64 << 10];
                         loop {
@@ -416,10 +434,16 @@ impl Proxy {
                                     .map(|r| format!(" range={r}"))
                                     .unwrap_or_default();
                                 reqs.lock().unwrap().push(format!("{line}{range}"));
-                                if line.starts_with("GET ")
-                                    && line.contains(&trigger)
-                                    && !fired.swap(true, Ordering::SeqCst)
-                                {
+                                let hit = line.starts_with("GET ") && line.contains(&trigger);
+                                if let (true, Fault::Status { code, times }) = (hit, fault) {
+                                    if answered.fetch_add(1, Ordering::SeqCst) < times {
+                                        let _ = write!(
+                                            reply,
+                                            "HTTP/1.1 {code} Injected\r\nRetry-After: 0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+                                        );
+                                        continue;
+                                    }
+                                } else if hit && !fired.swap(true, Ordering::SeqCst) {
                                     armed.store(true, Ordering::SeqCst);
                                 }
                             }
@@ -470,7 +494,7 @@ impl Proxy {
                                         }
                                     }
                                 }
-                                Fault::Corrupt => {}
+                                Fault::Corrupt | Fault::Status { .. } => {}
                             }
                         }
                         if c.write_all(chunk).is_err() {
