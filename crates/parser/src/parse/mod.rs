@@ -60,7 +60,8 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
 
         let mut parsed = instruction::parse_node(&src, &logical, 0, escape)?;
         let owner = parsed.heredoc_owner();
-        if owner.keyword.takes_heredocs() {
+        // BuildKit reads no heredocs for the exec form (`RUN ["cat", "<<EOF"]`).
+        if owner.keyword.takes_heredocs() && !matches!(owner.node.args, Args::Exec(_)) {
             let markers = heredoc::markers(&logical.text);
             let mut docs = Vec::with_capacity(markers.len());
             for marker in markers {
@@ -68,7 +69,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 let mut body = String::new();
                 let mut terminated = false;
                 while i < lines {
-                    let raw = src.raw_line(i);
+                    let raw = src.line_with_ending(i);
                     i += 1;
                     let mut candidate = raw.trim_end_matches(['\r', '\n']);
                     if marker.strip_tabs {
@@ -83,7 +84,6 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                     } else {
                         raw
                     });
-                    body.push('\n');
                 }
                 if !terminated {
                     return Err(src.error_at(
@@ -135,11 +135,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
 }
 
 /// BuildKit's continuation rule: the escape character, then only spaces and tabs, at the end of
-/// the line. Returns the line without them and whether the instruction ends here.
+/// the line, alone or after a character that is not itself the escape character (so `echo \\`
+/// ends the instruction). Returns the line without them and whether the instruction ends here.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let t = line.trim_end_matches([' ', '\t']);
     match t.strip_suffix(escape) {
-        Some(piece) => (piece, false),
-        None => (line, true),
+        Some(piece) if !piece.ends_with(escape) => (piece, false),
+        _ => (line, true),
     }
 }

@@ -37,13 +37,12 @@ impl<'a> Source<'a> {
         (start, line)
     }
 
-    /// Like [`Source::line`] but only one trailing `\r` is dropped: heredoc bodies keep the rest.
-    pub(crate) fn raw_line(&self, idx: usize) -> &'a str {
+    /// Line `idx` (0-based) with its line ending as written (`\n`, `\r\n` or none at the end
+    /// of the file): heredoc bodies keep them, as BuildKit does.
+    pub(crate) fn line_with_ending(&self, idx: usize) -> &'a str {
         let start = self.starts[idx];
         let end = self.starts.get(idx + 1).copied().unwrap_or(self.text.len());
-        let line = &self.text[start..end];
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        line.strip_suffix('\r').unwrap_or(line)
+        &self.text[start..end]
     }
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
