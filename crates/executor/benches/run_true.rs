@@ -24,13 +24,33 @@ fn busybox_rootfs(root: &Path) {
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
-fn measure(name: &str, runtime: Runtime, scratch: &Path, layer: &Path) -> Vec<Duration> {
+/// CPU time (user + system) of this process and every child it has waited for: the whole
+/// sandbox (helper, its pid 1, the step, runc) but not kernel threads.
+fn cpu_time() -> Duration {
+    let usage = |who| {
+        let r = nix::sys::resource::getrusage(who).unwrap();
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        tv(r.user_time()) + tv(r.system_time())
+    };
+    usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+fn measure(
+    name: &str,
+    runtime: Runtime,
+    scratch: &Path,
+    layer: &Path,
+) -> (Vec<Duration>, Duration) {
     let config = SandboxConfig {
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init")),
         state_dir: scratch.join("state"),
         runtime,
     };
     let mut times = Vec::with_capacity(STEPS);
+    let mut cpu = Duration::ZERO;
     for i in 0..WARMUP + STEPS {
         let snap = scratch.join(format!("{name}-{i}"));
         std::fs::create_dir_all(snap.join("fs")).unwrap();
@@ -41,15 +61,16 @@ fn measure(name: &str, runtime: Runtime, scratch: &Path, layer: &Path) -> Vec<Du
             snap.join("work"),
             vec!["true".into()],
         );
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_time());
         run(&config, &spec, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
         if i >= WARMUP {
             times.push(start.elapsed());
+            cpu += cpu_time() - cpu_start;
         }
         std::fs::remove_dir_all(&snap).unwrap();
     }
     times.sort();
-    times
+    (times, cpu / STEPS as u32)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -67,17 +88,20 @@ fn main() {
         binary: PathBuf::from("/usr/bin/runc"),
     };
     println!("RUN true, {STEPS} steps each (after {WARMUP} warm-up), fresh upperdir per step");
-    println!("| backend | mean ms | median ms | p90 ms | min ms |");
-    println!("|---|---|---|---|---|");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load.split(' ').next().unwrap_or("?"));
+    println!("| backend | mean ms | median ms | p90 ms | min ms | CPU ms/step |");
+    println!("|---|---|---|---|---|---|");
     for (name, runtime) in [("native", Runtime::Native), ("runc", runc)] {
-        let t = measure(name, runtime, tmp.path(), &layer);
+        let (t, cpu) = measure(name, runtime, tmp.path(), &layer);
         let mean = t.iter().sum::<Duration>() / t.len() as u32;
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             ms(mean),
             ms(t[t.len() / 2]),
             ms(t[t.len() * 9 / 10]),
-            ms(t[0])
+            ms(t[0]),
+            ms(cpu)
         );
     }
 }

@@ -60,7 +60,19 @@ fn runc_and_native_give_the_same_layer_and_output() {
     let names: Vec<&str> = a.iter().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
         names,
-        ["a", "a/b", "a/b/f", "bin", "bin/ls", "home", "home/file", "link", "root", "srv", "srv/app"],
+        [
+            "a",
+            "a/b",
+            "a/b/f",
+            "bin",
+            "bin/ls",
+            "home",
+            "home/file",
+            "link",
+            "root",
+            "srv",
+            "srv/app"
+        ],
         "{a:#?}"
     );
     assert!(a[5].ends_with("dir opaque"), "{a:#?}");
