@@ -50,3 +50,31 @@ fn missing_program_is_an_exec_error() {
         "{err}"
     );
 }
+
+#[test]
+fn from_scratch_runs_and_mount_points_leave_no_trace() {
+    let s = Scratch::new();
+    let mut spec = s.spec("");
+    spec.lowerdirs.clear();
+    // No /bin/sh in scratch: bring a static busybox in through a bind mount.
+    spec.mounts.push(forge_executor::MountSpec::Bind {
+        source_root: "/bin".into(),
+        source: "busybox".into(),
+        target: "/bin/busybox".into(),
+        readwrite: false,
+    });
+    spec.argv = vec![
+        "/bin/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        "/bin/busybox mkdir /out && /bin/busybox echo made > /out/f && \
+         /bin/busybox echo mine > /etc/mine && /bin/busybox cat /etc/hostname"
+            .into(),
+    ];
+    let out = run_step(&s.config(native()), &spec).ok();
+    assert_eq!(out, "forge\n");
+    let t = tree(&spec.upperdir);
+    let names: Vec<&str> = t.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    // /etc stays because the step wrote there; /etc/hosts, /proc, /dev, /sys, /bin do not.
+    assert_eq!(names, ["etc", "etc/mine", "out", "out/f"], "{t:#?}");
+}
