@@ -33,20 +33,16 @@ fn main() {
     };
     let mb = SIZE as f64 / (1 << 20) as f64;
     let mut rows = Vec::new();
-    for (label, threshold) in [
-        ("push, chunked 16 MiB", 64u64 << 20),
-        ("push, monolithic", u64::MAX),
+    for (label, repo, threshold) in [
+        ("push, chunked 16 MiB", "chunked", 64u64 << 20),
+        ("push, monolithic", "mono", u64::MAX),
     ] {
         let c = client(threshold);
         let mut best = f64::MAX;
         for round in 0..ROUNDS {
             // A fresh repository each round, so HEAD finds nothing and the blob is uploaded.
-            let target = Reference::parse(&format!(
-                "{}/bench/{}-{round}:1",
-                registry.host,
-                threshold.min(999)
-            ))
-            .unwrap();
+            let target =
+                Reference::parse(&format!("{}/bench/{repo}-{round}:1", registry.host)).unwrap();
             let t = Instant::now();
             runtime
                 .block_on(c.push(
