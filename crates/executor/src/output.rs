@@ -18,7 +18,8 @@ pub(crate) fn pump(
     stderr: impl Read + Send + 'static,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> String {
-    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    // Bounded, so a step that prints faster than the caller consumes waits on its pipe.
+    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
     let readers = [
         spawn_reader(Stream::Stdout, Box::new(stdout), tx.clone()),
         spawn_reader(Stream::Stderr, Box::new(stderr), tx),
@@ -40,7 +41,7 @@ pub(crate) fn pump(
 fn spawn_reader(
     stream: Stream,
     mut pipe: Box<dyn Read + Send>,
-    tx: mpsc::Sender<(Stream, Vec<u8>)>,
+    tx: mpsc::SyncSender<(Stream, Vec<u8>)>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];

@@ -93,7 +93,10 @@ impl Scratch {
 
     pub(crate) fn config(&self, runtime: Runtime) -> SandboxConfig {
         SandboxConfig {
-            helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init")),
+            // FORGE_TEST_SANDBOX_HELPER=path/to/forge checks the real binary's re-exec hook.
+            helper_exe: std::env::var_os("FORGE_TEST_SANDBOX_HELPER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init"))),
             state_dir: self.path().join("state"),
             runtime,
         }
