@@ -23,9 +23,9 @@ pub use fileop::{
     copy, list_source_files, resolve_sources, ChmodSpec, CopyReport, CopySource, CopySpec,
     FileOpError,
 };
+pub use init::{sandbox_init_main, SANDBOX_INIT_ARG};
+pub use sandbox::run;
 pub use spec::{
     ExitKind, MountSpec, NetworkMode, ResourceLimits, RunOutcome, Runtime, SandboxConfig,
     SandboxSpec, SecurityMode, Stream, DEFAULT_PATH,
 };
-pub use init::{sandbox_init_main, SANDBOX_INIT_ARG};
-pub use sandbox::run;
