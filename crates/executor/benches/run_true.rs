@@ -89,7 +89,10 @@ fn main() {
     };
     println!("RUN true, {STEPS} steps each (after {WARMUP} warm-up), fresh upperdir per step");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average before: {}", load.split(' ').next().unwrap_or("?"));
+    println!(
+        "load average before: {}",
+        load.split(' ').next().unwrap_or("?")
+    );
     println!("| backend | mean ms | median ms | p90 ms | min ms | CPU ms/step |");
     println!("|---|---|---|---|---|---|");
     for (name, runtime) in [("native", Runtime::Native), ("runc", runc)] {
