@@ -116,7 +116,7 @@ fn dockerignore(dockerfile: &Path, context: &Path) -> anyhow::Result<Vec<String>
 
 #[cfg(test)]
 mod tests {
-    use super::build_args;
+    use super::{build_args, dockerignore};
 
     #[test]
     fn build_arg_without_value_comes_from_the_environment() {
@@ -136,5 +136,30 @@ mod tests {
         assert_eq!(args.get("FROM_ENV").map(String::as_str), Some("yes"));
         assert!(!args.contains_key("MISSING"));
         assert!(build_args(&["=x".into()], env).is_err());
+    }
+
+    #[test]
+    fn dockerignore_beside_the_dockerfile_wins_and_bad_patterns_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = dir.path().join("Dockerfile");
+        std::fs::write(&df, "FROM scratch\n").unwrap();
+        assert!(dockerignore(&df, dir.path()).unwrap().is_empty());
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "# comment\ntarget\n\n*.log\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dockerignore(&df, dir.path()).unwrap(),
+            vec!["target", "*.log"]
+        );
+        std::fs::write(dir.path().join("Dockerfile.dockerignore"), "node_modules\n").unwrap();
+        assert_eq!(dockerignore(&df, dir.path()).unwrap(), vec!["node_modules"]);
+        std::fs::write(dir.path().join("Dockerfile.dockerignore"), "[\n").unwrap();
+        let err = dockerignore(&df, dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("Dockerfile.dockerignore"),
+            "{err:#}"
+        );
     }
 }

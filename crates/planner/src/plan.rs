@@ -465,12 +465,10 @@ impl<'a> Planner<'a> {
                 BaseRef::Image(_) => (None, Vec::new()),
             };
 
-            for instr in triggers.iter().chain(body.iter()) {
-                let instr_line = if triggers.iter().any(|t| std::ptr::eq(t, instr)) {
-                    line
-                } else {
-                    instr.node.span.start.line
-                };
+            // Trigger instructions are reported at the FROM that runs them.
+            let lines = triggers.iter().map(|t| (t, line));
+            for (instr, instr_line) in lines.chain(body.iter().map(|i| (i, i.node.span.start.line)))
+            {
                 for (word, keyword) in from_references(instr) {
                     if let SourceRef::Stage { index: j } =
                         self.source_ref(&names, index, &word, instr_line, keyword)?
