@@ -116,3 +116,24 @@ impl ParseError {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_puts_the_caret_under_the_column_keeping_tabs() {
+        let err = ParseError {
+            line: 12,
+            column: 6,
+            kind: ParseErrorKind::UnknownFlag { flag: "foo".into() },
+            source_line: "\tRUN --foo x".into(),
+        };
+        assert_eq!(
+            err.render("app/Dockerfile"),
+            "app/Dockerfile:12:6: unknown flag: foo\n  12 | \tRUN --foo x\n     | \t    ^\n"
+        );
+        assert_eq!(err.to_string(), "line 12:6: unknown flag: foo");
+        assert_eq!(err.message(), "unknown flag: foo");
+    }
+}

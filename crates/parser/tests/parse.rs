@@ -140,3 +140,115 @@ fn errors_are_located() {
     );
     assert_eq!(error("\n\n"), "1:1: file with no instructions");
 }
+
+#[test]
+fn env_label_arg_forms() {
+    let k = kinds(
+        "ARG A=1 B \"C\"=\"x y\"\nFROM a\nENV k v w\nENV a=\"b c\" d=e\\ f\nLABEL \"x y\"=z\n",
+    );
+    let InstructionKind::Arg(args) = &k[0] else {
+        panic!()
+    };
+    let names: Vec<_> = args
+        .iter()
+        .map(|a| (a.name.as_str(), a.default.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [("A", Some("1")), ("B", None), ("\"C\"", Some("\"x y\""))]
+    );
+    let InstructionKind::Env(env) = &k[2] else {
+        panic!()
+    };
+    assert_eq!(
+        (env[0].key.as_str(), env[0].value.as_str(), env[0].legacy),
+        ("k", "v w", true)
+    );
+    let InstructionKind::Env(env) = &k[3] else {
+        panic!()
+    };
+    assert_eq!(env[0].value, "\"b c\"");
+    assert_eq!(env[1].value, "e\\ f");
+    let InstructionKind::Label(label) = &k[4] else {
+        panic!()
+    };
+    assert_eq!(
+        (label[0].key.as_str(), label[0].value.as_str()),
+        ("x y", "z")
+    );
+}
+
+#[test]
+fn onbuild_volume_healthcheck_shell_from() {
+    let k = kinds(
+        "FROM --platform=linux/arm64 img AS Build\nONBUILD COPY --from=x a b\nVOLUME [\"/a\", \"/b\"]\n\
+         HEALTHCHECK NONE\nSHELL [\"pwsh\", \"-c\"]\nCOPY --chmod=0640 a b\n",
+    );
+    let InstructionKind::From(from) = &k[0] else {
+        panic!()
+    };
+    assert_eq!(from.image, "img");
+    assert_eq!(from.platform.as_deref(), Some("linux/arm64"));
+    let alias = from.alias.as_ref().unwrap();
+    assert_eq!(alias.value, "Build");
+    assert_eq!((alias.span.start.line, alias.span.start.column), (1, 36));
+    let InstructionKind::Onbuild(inner) = &k[1] else {
+        panic!()
+    };
+    let InstructionKind::Copy(c) = &inner.kind else {
+        panic!()
+    };
+    assert_eq!(c.from.as_deref(), Some("x"));
+    assert_eq!(
+        k[2],
+        InstructionKind::Volume(vec!["/a".into(), "/b".into()])
+    );
+    assert_eq!(k[3], InstructionKind::Healthcheck(Healthcheck::None));
+    assert_eq!(
+        k[4],
+        InstructionKind::Shell(vec!["pwsh".into(), "-c".into()])
+    );
+    let InstructionKind::Copy(c) = &k[5] else {
+        panic!()
+    };
+    assert_eq!(c.chmod, Some(Chmod::Octal(0o640)));
+}
+
+#[test]
+fn directives_bom_crlf_and_unicode_columns() {
+    let d = parse("\u{feff}# escape=`\r\nFROM é\r\nRUN --bad=`\r\n  x\r\n").unwrap_err();
+    assert_eq!((d.line, d.column), (3, 5));
+    let d = parse("\u{feff}# escape=`\r\nFROM alpine\r\nLABEL é=1 x=\\ `\r\n  b=2 `\r\n  c=3\r\n")
+        .unwrap();
+    assert_eq!(d.escape, '`');
+    assert_eq!(d.directives.escape.as_ref().unwrap().value, '`');
+    let label = &d.instructions[1];
+    let InstructionKind::Label(pairs) = &label.kind else {
+        panic!()
+    };
+    assert_eq!(
+        pairs[1].value, "\\",
+        "a backslash is literal when the escape is a backtick"
+    );
+    assert_eq!(pairs.len(), 4);
+    assert_eq!(label.node.span.start.line, 3);
+    assert_eq!(label.node.span.end.line, 5);
+    let e = parse("FROM a\nLABEL é=1 ü=2 x\n").unwrap_err();
+    assert_eq!(
+        (e.line, e.column),
+        (2, 15),
+        "columns count characters, not bytes"
+    );
+}
+
+#[test]
+fn text_listing_and_json_agree_on_lines() {
+    let d = parse("FROM a\nRUN <<EOF\nx\nEOF\n").unwrap();
+    assert_eq!(
+        forge_parser::text_listing(&d),
+        "1:1-1:7 FROM words: [\"a\"]\n2:1-4:4 RUN shell: <<EOF\n    heredoc EOF (lines 3-4): \"x\\n\"\n"
+    );
+    let json = serde_json::to_value(forge_parser::json_document(&d)).unwrap();
+    assert_eq!(json["instructions"][1]["end_line"], 4);
+    assert_eq!(json["instructions"][1]["heredocs"][0]["body"], "x\n");
+}

@@ -359,7 +359,15 @@ fn unquote(s: &str, escape: char) -> String {
 }
 
 fn flag_err(src: &Source<'_>, (span, kind): FlagError) -> ParseError {
-    src.error_at(span.start.offset, kind)
+    // Point at the offending `--mount` field when it can be found inside the flag as written.
+    let mut at = span.start.offset;
+    if let ParseErrorKind::InvalidMount { field, .. } = &kind {
+        let written = src.text.get(span.start.offset..span.end.offset).unwrap_or_default();
+        if let Some(i) = written.find(field.as_str()).filter(|_| !field.is_empty()) {
+            at += i;
+        }
+    }
+    src.error_at(at, kind)
 }
 
 /// The typed meaning of a parsed node (heredocs already attached).
