@@ -122,6 +122,16 @@ pub enum RegistryError {
         actual: u64,
     },
 
+    /// A blob transfer kept being cut off; what arrived stays staged for the next attempt.
+    #[error("{action} {target}: transfer cut off at {received} of {expected} bytes (gave up after {attempts} attempts; the next pull resumes from there)")]
+    Interrupted {
+        action: String,
+        target: String,
+        received: u64,
+        expected: u64,
+        attempts: u32,
+    },
+
     /// A manifest or index that cannot be understood.
     #[error("{action} {target}: bad manifest ({media_type}): {reason}")]
     BadManifest {
@@ -171,7 +181,10 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::RateLimited { .. } | Self::Server { .. }
+            Self::Connect { .. }
+                | Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Interrupted { .. }
         )
     }
 }

@@ -398,12 +398,13 @@ impl RegistryClient {
                 // Cut off midway: keep what arrived and ask for the rest.
                 interruptions += 1;
                 if interruptions > self.config.max_retries {
-                    return Err(RegistryError::SizeMismatch {
+                    // The staged bytes stay in the sink: the next pull resumes from them.
+                    return Err(RegistryError::Interrupted {
                         action: op.action.clone(),
                         target: op.target.clone(),
-                        digest: digest.to_string(),
+                        received: writer.offset(),
                         expected: size,
-                        actual: writer.offset(),
+                        attempts: interruptions,
                     });
                 }
                 tokio::time::sleep(self.backoff(interruptions)).await;

@@ -742,3 +742,73 @@ async fn transient_503_is_retried_and_endless_429_is_reported_after_bounded_atte
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_that_dies_midway_leaves_nothing_corrupt_and_the_next_pull_resumes_it() {
+    let registry = Registry::start(Auth::None, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciDir::create(tmp.path().join("src")).unwrap();
+    let image = make_image(&src, &[pseudo_random(4 << 20, 23), pseudo_random(1000, 24)]);
+    let c = client(tmp.path(), None);
+    c.push(
+        &src,
+        &image.manifest_digest,
+        &reference(&registry.host, "die/img:1"),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let layer = image.layer_digests[0].clone();
+
+    // One blob at a time (config, big layer, small layer) and no retries: the cut ends the pull.
+    let fragile = RegistryClient::new(ClientConfig {
+        docker_config_dir: Some(tmp.path().to_path_buf()),
+        max_retries: 0,
+        concurrency: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let cut = Proxy::start(
+        &registry.host,
+        &format!("/blobs/{layer}"),
+        Fault::CutAfter(1 << 20),
+    );
+    let dst = OciDir::create(tmp.path().join("dst")).unwrap();
+    let err = fragile
+        .pull(&reference(&cut.host, "die/img:1"), &amd64(), &dst)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Interrupted { .. }), "{err}");
+    assert!(
+        dst.has_blob(&image.config_digest),
+        "the blob completed before the cut is kept"
+    );
+    assert!(!dst.has_blob(&layer) && !dst.has_blob(&image.manifest_digest));
+    let staged = std::fs::metadata(dst.staging_path(&layer)).unwrap().len();
+    assert!(staged > 0 && staged < 4 << 20, "{staged}");
+
+    // The next pull reuses the config, continues the layer from the staged bytes, and ends
+    // with a verified, byte-identical image.
+    let recorder = Proxy::start(&registry.host, "no-such-path", Fault::CutAfter(0));
+    let pulled = c
+        .pull(&reference(&recorder.host, "die/img:1"), &amd64(), &dst)
+        .await
+        .unwrap();
+    assert_eq!(pulled.reused, vec![image.config_digest.clone()]);
+    assert!(pulled.fetched.contains(&layer));
+    let requests = recorder.requests.lock().unwrap().clone();
+    let gets: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains(&format!("/blobs/{layer}")))
+        .collect();
+    assert_eq!(gets.len(), 1, "{requests:#?}");
+    assert!(
+        gets[0].ends_with(&format!("range=bytes={staged}-")),
+        "{gets:?}"
+    );
+    let mut all = image.layer_digests.clone();
+    all.push(image.config_digest.clone());
+    all.push(image.manifest_digest.clone());
+    assert_same_blobs(&src, &dst, &all);
+    assert!(!dst.staging_path(&layer).exists());
+}
