@@ -106,3 +106,26 @@ fn runc_user_and_background_processes() {
         "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\nCapEff:\t0000000000000000\n"
     );
 }
+
+/// What the isolation tests check, asked of both backends at once. (The process count differs
+/// by one: the native sandbox's pid 1 is a reaper, runc's is the step.)
+const PROBE: &str = "hostname; grep -E '^Cap(Eff|Bnd)' /proc/self/status; \
+    (mount -t tmpfs none /tmp) 2>/dev/null && echo mounted; \
+    (hostname evil) 2>/dev/null && echo renamed; \
+    (echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq; \
+    wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
+    grep ' /sys sysfs' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+    test $(ls /proc | grep -cE '^[0-9]+$') -le 5 && echo few-processes; cat /etc/hostname; env | sort";
+
+#[test]
+fn runc_isolates_like_the_native_sandbox() {
+    let s = Scratch::new();
+    let native_out = run_step(&s.config(native()), &s.spec(PROBE)).ok();
+    let runc_out = run_step(&s.config(runc()), &s.spec(PROBE)).ok();
+    assert!(
+        native_out.contains("CapEff:\t00000000a80425fb\n"),
+        "{native_out}"
+    );
+    assert!(!native_out.contains("mounted") && !native_out.contains("renamed"));
+    assert_eq!(runc_out, native_out);
+}
