@@ -558,7 +558,15 @@ impl<'a> Planner<'a> {
         line: usize,
         instruction: &'static str,
     ) -> Result<SourceRef, PlanError> {
+        // Like FROM, --from sees only the global ARGs (it is resolved before any stage runs).
         let value = self.expand(word, &self.global_vars, line, instruction)?;
+        if value.is_empty() {
+            return Err(PlanError::EmptyValue {
+                line,
+                instruction,
+                what: "--from",
+            });
+        }
         if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
             let index: usize = value.parse().unwrap_or(usize::MAX);
             if index >= names.len() {

@@ -171,3 +171,28 @@ fn invalid_port() {
         "{e:?}"
     );
 }
+
+#[test]
+fn from_that_expands_to_nothing() {
+    // A stage ARG does not reach --from; only global ARGs do.
+    let e = err(
+        "FROM alpine\nARG SRC=build\nCOPY --from=$SRC /x /y\n",
+        &opts(&[]),
+    );
+    assert!(
+        matches!(
+            e,
+            PlanError::EmptyValue {
+                line: 3,
+                what: "--from",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(try_plan(
+        "ARG SRC=build\nFROM alpine AS build\nFROM alpine\nCOPY --from=$SRC /x /y\n",
+        &opts(&[])
+    )
+    .is_ok());
+}

@@ -38,6 +38,30 @@ fn fixture_plans_match_snapshots() {
     }
 }
 
+/// A snapshot whose fixture is gone (or turned negative) would pass silently forever.
+#[test]
+fn no_stale_fixture_snapshots() {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = manifest.join("../../fixtures/dockerfiles");
+    let snapshots = manifest.join("tests/snapshots");
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".snap"))
+        else {
+            continue;
+        };
+        let case = fixtures.join(name);
+        assert!(
+            case.join("Dockerfile").is_file() && !is_negative(&case),
+            "{} has no positive fixture fixtures/dockerfiles/{name}; delete it",
+            path.display()
+        );
+    }
+}
+
 /// Negative parser cases carry their expected error beside the Dockerfile.
 fn is_negative(case: &std::path::Path) -> bool {
     case.join("error.txt").exists() || case.join("error.snap").exists()
