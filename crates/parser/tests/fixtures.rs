@@ -38,3 +38,41 @@ fn dockerfile_fixtures() {
         });
     }
 }
+
+/// Line endings and a BOM change nothing but heredoc bodies' `\r`: every parsing fixture, rewritten
+/// with CRLF endings and a BOM, gives the same document.
+#[test]
+fn crlf_and_bom_variants_of_every_fixture_parse_the_same() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(text) = std::fs::read_to_string(dir.join("Dockerfile")) else {
+            continue;
+        };
+        if name.starts_with("err-") || text.starts_with('\u{feff}') || text.contains('\r') {
+            continue;
+        }
+        let lf = forge_parser::json_document(&forge_parser::parse(&text).unwrap());
+        let crlf_text = format!("\u{feff}{}", text.replace('\n', "\r\n"));
+        let mut crlf = forge_parser::json_document(
+            &forge_parser::parse(&crlf_text)
+                .unwrap_or_else(|e| panic!("{name} with CRLF: {}", e.render("Dockerfile"))),
+        );
+        fn strip_cr(i: &mut forge_parser::JsonInstruction) {
+            for h in &mut i.heredocs {
+                h.body = h.body.replace("\r\n", "\n");
+            }
+            if let Some(nested) = i.nested.as_deref_mut() {
+                strip_cr(nested);
+            }
+        }
+        crlf.instructions.iter_mut().for_each(strip_cr);
+        assert_eq!(
+            lf, crlf,
+            "fixture {name} differs with CRLF line endings and a BOM"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} fixtures checked");
+}

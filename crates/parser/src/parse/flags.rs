@@ -426,7 +426,15 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
             }
             continue;
         };
-        let bad = |what: &str| mount_err(flag, field, format!("invalid value {val:?} for {what}"));
+        let bad = |what: &str| {
+            let reason = if val.contains('$') {
+                // BuildKit expands these before parsing; forge types them at parse time.
+                format!("variables are not supported in {what}: write the value")
+            } else {
+                format!("invalid value {val:?} for {what}")
+            };
+            mount_err(flag, field, reason)
+        };
         match key.as_ref() {
             "type" => {}
             "from" => m.from = Some(val.to_string()),
