@@ -439,7 +439,7 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
             "type" => {}
             "from" => m.from = Some(val.to_string()),
             "source" | "src" => m.source = Some(val.to_string()),
-            "target" | "dst" | "destination" | "dest" => m.target = Some(val.to_string()),
+            "target" | "dst" | "destination" => m.target = Some(val.to_string()),
             "readonly" | "ro" => m.readonly = Some(parse_bool(val).ok_or_else(|| bad(&key))?),
             "readwrite" | "rw" => m.readonly = Some(!parse_bool(val).ok_or_else(|| bad(&key))?),
             "required" if secretish => m.required = Some(parse_bool(val).ok_or_else(|| bad(&key))?),
@@ -498,12 +498,24 @@ pub(crate) fn mount(flag: &RawFlag) -> Result<Mount, FlagError> {
             format!("invalid cache sharing set for {} mount", type_name(kind)),
         ));
     }
-    if secretish && m.from.is_some() {
-        return Err(mount_err(
-            flag,
-            value,
-            format!("{} mounts do not support from", type_name(kind)),
-        ));
+    if kind == MountType::Secret {
+        if m.from.is_some() {
+            return Err(mount_err(
+                flag,
+                value,
+                "a secret mount should not have a from",
+            ));
+        }
+        if m.source.is_none() && m.target.is_none() && m.id.is_none() {
+            return Err(mount_err(
+                flag,
+                value,
+                "a secret mount needs one of source, target or id",
+            ));
+        }
+        if m.source.is_some() && m.id.is_some() {
+            return Err(mount_err(flag, value, "both source and id can't be set"));
+        }
     }
     if !secretish && m.target.as_deref().is_none_or(str::is_empty) {
         return Err(mount_err(
