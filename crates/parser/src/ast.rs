@@ -294,7 +294,8 @@ pub struct Copy {
     pub heredocs: Vec<Heredoc>,
 }
 
-/// `--chmod`: octal (`0755`) or symbolic (`u+x,g-w`).
+/// `--chmod`: octal (`0755`) or symbolic (`u+x,g-w`). A value containing `$` is kept as
+/// `Symbolic` unvalidated: it can only be checked once the planner has expanded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "form", content = "value", rename_all = "snake_case")]
 pub enum Chmod {

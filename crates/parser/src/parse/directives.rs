@@ -2,7 +2,9 @@
 //!
 //! As in BuildKit, directives are read from the first lines until one line is not an allowed
 //! directive (a blank line, a plain comment, an unknown directive or an instruction all end
-//! them); a `#!` shebang on the first line is skipped; a repeated directive is an error.
+//! them); a repeated directive is an error. A `#!` shebang on the first line is skipped when
+//! looking for `syntax` and `check` (BuildKit's `DetectSyntax`), but it ends the directives of the
+//! line parser, so an `escape` directive after it has no effect.
 
 use nom::bytes::complete::{tag, take_while, take_while1};
 use nom::character::complete::{satisfy, space0};
@@ -35,11 +37,13 @@ fn directive(line: &str) -> IResult<&str, (&str, &str)> {
 pub(crate) fn read(src: &Source<'_>) -> Result<(Directives, char), ParseError> {
     let mut directives = Directives::default();
     let mut escape = '\\';
+    let mut shebang = false;
     for idx in 0..src.line_count() {
         let (start, line) = src.line(idx);
         let trimmed = line.trim_start();
         let lead = line.len() - trimmed.len();
         if idx == 0 && trimmed.starts_with("#!") {
+            shebang = true;
             continue;
         }
         let Ok((_, (key, value))) = directive(trimmed) else {
@@ -67,6 +71,8 @@ pub(crate) fn read(src: &Source<'_>) -> Result<(Directives, char), ParseError> {
                     span,
                 })
             }
+            // After a shebang BuildKit's line parser has stopped reading directives.
+            "escape" if shebang => {}
             "escape" => {
                 let c = match value {
                     "\\" => '\\',
