@@ -11,11 +11,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -233,29 +235,39 @@ impl<'a> ContextHasher<'a> {
             // Entries whose ctime is within a second of this run could change again in the same
             // timestamp tick after we read them: hash them but do not remember them.
             trust_before_ns: start_ns - 1_000_000_000,
-            new: Mutex::new(Vec::with_capacity(old.entries.len())),
-            stats: Mutex::new(HashStats::default()),
+            hits: Mutex::new(Vec::with_capacity(old.entries.len())),
+            fresh: Mutex::new(Vec::new()),
+            files_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         };
-        let mut entries = BTreeMap::new();
+        let mut entries = Vec::new();
         let root_entry = walk.entry(&root, "", &meta, &mut entries)?;
         let Some(root_entry) = root_entry else {
             unreachable!("the root is never filtered out")
         };
-        entries.insert(String::new(), root_entry);
-        let new = walk.new.into_inner().unwrap_or_else(|e| e.into_inner());
+        entries.push((String::new(), root_entry));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let entries: BTreeMap<String, ContextEntry> = entries.into_iter().collect();
+        let hits = walk.hits.into_inner().unwrap_or_else(|e| e.into_inner());
+        let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
+        let stats = HashStats {
+            files_read: walk.files_read.load(Ordering::Relaxed),
+            bytes_read: walk.bytes_read.load(Ordering::Relaxed),
+            memo_hits: hits.len() as u64,
+        };
         if let (Some(store), Some(path)) = (self.store, memo_path) {
-            let changed = new.len() != old.entries.len()
-                || new
-                    .iter()
-                    .any(|(k, v)| old.entries.get(k.as_str()) != Some(v));
-            if changed {
-                Memo::save(store, &path, &new)?;
+            // Unchanged (every old entry hit, nothing new): nothing to write.
+            if !fresh.is_empty() || hits.len() != old.entries.len() {
+                let mut all: Vec<(&str, &MemoEntry)> =
+                    hits.iter().map(|k| (*k, &old.entries[*k])).collect();
+                all.extend(fresh.iter().map(|(k, v)| (k.as_str(), v)));
+                Memo::save(store, &path, &all)?;
             }
         }
         Ok(ContextTree {
             root,
             entries,
-            stats: walk.stats.into_inner().unwrap_or_else(|e| e.into_inner()),
+            stats,
         })
     }
 }
@@ -264,12 +276,16 @@ struct Walk<'w> {
     filter: &'w dyn PathFilter,
     old: &'w Memo,
     trust_before_ns: i64,
-    new: Mutex<Vec<(String, MemoEntry)>>,
-    stats: Mutex<HashStats>,
+    /// Memo entries that matched (keys into `old`).
+    hits: Mutex<Vec<&'w str>>,
+    /// Entries hashed now and old enough to remember.
+    fresh: Mutex<Vec<(String, MemoEntry)>>,
+    files_read: AtomicU64,
+    bytes_read: AtomicU64,
 }
 
 /// The result of hashing one child: its subtree's entries and its own (None: filtered out).
-type Sub = (BTreeMap<String, ContextEntry>, Option<ContextEntry>);
+type Sub = (Vec<(String, ContextEntry)>, Option<ContextEntry>);
 
 impl Walk<'_> {
     /// Hashes `abs` (at context path `rel`, already lstat'ed as `meta`), adding the entries
@@ -279,7 +295,7 @@ impl Walk<'_> {
         abs: &Path,
         rel: &str,
         meta: &fs::Metadata,
-        out: &mut BTreeMap<String, ContextEntry>,
+        out: &mut Vec<(String, ContextEntry)>,
     ) -> Result<Option<ContextEntry>> {
         let ft = meta.file_type();
         let excluded = !rel.is_empty() && self.filter.is_excluded(rel);
@@ -287,15 +303,15 @@ impl Walk<'_> {
             if excluded && !self.filter.may_include_under(rel) {
                 return Ok(None);
             }
-            let mut names: Vec<std::ffi::OsString> = Vec::new();
+            let mut children: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
             for e in fs::read_dir(abs).map_err(StoreError::io("read directory", abs))? {
                 let e = e.map_err(StoreError::io("read directory", abs))?;
-                names.push(e.file_name());
+                children.push((e.file_name(), e));
             }
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            let subs: Vec<Result<(String, Sub)>> = names
+            children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            let subs: Vec<Result<(String, Sub)>> = children
                 .par_iter()
-                .map(|name| {
+                .map(|(name, dirent)| {
                     let child_abs = abs.join(name);
                     let name = name.to_string_lossy().into_owned();
                     let child_rel = if rel.is_empty() {
@@ -303,9 +319,12 @@ impl Walk<'_> {
                     } else {
                         format!("{rel}/{name}")
                     };
-                    let cmeta = fs::symlink_metadata(&child_abs)
+                    // fstatat relative to the open directory: no path walk per entry. It does
+                    // not follow symlinks, as lstat.
+                    let cmeta = dirent
+                        .metadata()
                         .map_err(StoreError::io("stat", &child_abs))?;
-                    let mut sub = BTreeMap::new();
+                    let mut sub = Vec::new();
                     let e = self.entry(&child_abs, &child_rel, &cmeta, &mut sub)?;
                     Ok((name, (sub, e)))
                 })
@@ -326,7 +345,7 @@ impl Walk<'_> {
                     } else {
                         format!("{rel}/{name}")
                     };
-                    out.insert(child_rel, e);
+                    out.push((child_rel, e));
                 }
             }
             if excluded && !any_child {
@@ -408,21 +427,19 @@ impl Walk<'_> {
         kind: EntryKind,
     ) -> Result<(ContentDigest, ContentDigest)> {
         let stat = MemoStat::of(meta);
-        if let Some(e) = self.old.entries.get(rel) {
+        if let Some((k, e)) = self.old.entries.get_key_value(rel) {
             if e.stat == stat {
-                self.remember(rel, e.clone());
-                self.stats
+                self.hits
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .memo_hits += 1;
+                    .push(k.as_str());
                 return Ok((e.content, e.xattrs));
             }
         }
         let content = if kind == EntryKind::File {
             let d = hash_file_content(abs, meta.size())?;
-            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.files_read += 1;
-            s.bytes_read += meta.size();
+            self.files_read.fetch_add(1, Ordering::Relaxed);
+            self.bytes_read.fetch_add(meta.size(), Ordering::Relaxed);
             d
         } else {
             ContentDigest([0; 32])
@@ -442,7 +459,7 @@ impl Walk<'_> {
     }
 
     fn remember(&self, rel: &str, e: MemoEntry) {
-        self.new
+        self.fresh
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((rel.to_owned(), e));
@@ -450,7 +467,10 @@ impl Walk<'_> {
 }
 
 fn header(kind: EntryKind, meta: &fs::Metadata) -> blake3::Hasher {
-    let mut h = blake3::Hasher::new_derive_key("forge context entry v1");
+    // The derived key is computed once: deriving it per entry costs a hash of its own.
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(|| blake3::derive_key("forge context entry v1", b""));
+    let mut h = blake3::Hasher::new_keyed(key);
     h.update(&[kind as u8]);
     h.update(&(meta.mode() & 0o7777).to_le_bytes());
     h.update(&meta.uid().to_le_bytes());
@@ -549,7 +569,33 @@ struct MemoEntry {
 
 #[derive(Debug, Default)]
 struct Memo {
-    entries: HashMap<String, MemoEntry>,
+    entries: HashMap<String, MemoEntry, BuildHasherDefault<FxHasher>>,
+}
+
+/// A fast non-cryptographic hasher for the memo's path keys (the default SipHash showed up in
+/// profiles of the warm run; the keys are our own paths, so DoS resistance buys nothing).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for b in chunks.remainder() {
+            self.add(u64::from(*b));
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 const MEMO_MAGIC: &[u8; 12] = b"forge-memo1\n";
@@ -566,7 +612,7 @@ impl Memo {
     fn parse(bytes: &[u8]) -> Option<Memo> {
         let mut r = bytes.strip_prefix(MEMO_MAGIC.as_slice())?;
         let count = take_u64(&mut r)? as usize;
-        let mut entries = HashMap::with_capacity(count.min(1 << 24));
+        let mut entries = HashMap::with_capacity_and_hasher(count.min(1 << 24), Default::default());
         for _ in 0..count {
             let len = take_u64(&mut r)? as usize;
             if r.len() < len {
@@ -596,7 +642,7 @@ impl Memo {
         Some(Memo { entries })
     }
 
-    fn save(store: &Store, path: &Path, entries: &[(String, MemoEntry)]) -> Result<()> {
+    fn save(store: &Store, path: &Path, entries: &[(&str, &MemoEntry)]) -> Result<()> {
         let mut out = Vec::with_capacity(entries.len() * 128 + 32);
         out.extend_from_slice(MEMO_MAGIC);
         out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
