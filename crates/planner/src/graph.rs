@@ -109,6 +109,10 @@ pub struct RunOp {
     /// the digest and the history, as BuildKit does.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub proxy_env: BTreeMap<String, String>,
+    /// Files the step sees read-only (mode 0755) under `/dev/pipes/`: a `RUN <<EOF` script
+    /// that starts with `#!` is run from there, as BuildKit does, so its interpreter is used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pipes: Vec<InlineFile>,
 }
 
 /// A RUN `--mount`, with BuildKit's defaults filled in and paths resolved.

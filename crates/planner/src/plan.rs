@@ -1013,11 +1013,21 @@ impl<'a> Planner<'a> {
         line: usize,
         text: &str,
     ) -> Result<(), PlanError> {
+        let mut pipes = Vec::new();
         let argv = match &run.command {
             CommandLine::Exec(args) => args.clone(),
             CommandLine::Shell(cmd) => {
                 let mut shell = st.shell();
-                shell.push(shell_script(cmd, &run.heredocs));
+                match single_heredoc(cmd, &run.heredocs) {
+                    Some(doc) if doc.body.starts_with("#!") => {
+                        pipes.push(InlineFile {
+                            name: doc.name.clone(),
+                            content: doc.body.clone(),
+                        });
+                        shell.push(format!("/dev/pipes/{}", doc.name));
+                    }
+                    _ => shell.push(shell_script(cmd, &run.heredocs)),
+                }
                 shell
             }
         };
@@ -1167,6 +1177,7 @@ impl<'a> Planner<'a> {
             security: run.security.unwrap_or(SecurityMode::Sandbox),
             platform: st.platform.clone(),
             proxy_env,
+            pipes,
         };
         self.history(st, created_by, false);
         self.push(st, OpKind::Run(op), extra, line, text);
@@ -1509,12 +1520,8 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     if heredocs.is_empty() {
         return cmd.to_string();
     }
-    if heredocs.len() == 1 {
-        let marker = cmd.trim().trim_start_matches("<<").trim_start_matches('-');
-        let marker = marker.trim_matches(|c| c == '"' || c == '\'');
-        if marker == heredocs[0].name {
-            return heredocs[0].body.clone();
-        }
+    if let Some(doc) = single_heredoc(cmd, heredocs) {
+        return doc.body.clone();
     }
     // Reconstituted as BuildKit does: the command line, then each body and its terminator.
     let mut script = cmd.to_string();
@@ -1524,6 +1531,14 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
         script.push_str(&doc.name);
     }
     script
+}
+
+/// The heredoc that is the whole of a shell-form RUN (`RUN <<EOF`), if that is what it is.
+fn single_heredoc<'h>(cmd: &str, heredocs: &'h [Heredoc]) -> Option<&'h Heredoc> {
+    let [doc] = heredocs else { return None };
+    let marker = cmd.trim().strip_prefix("<<")?.trim_start_matches('-');
+    let marker = marker.trim_matches(|c| c == '"' || c == '\'');
+    (marker == doc.name).then_some(doc)
 }
 
 /// The heredoc a COPY/ADD source names (`<<EOF`), if it is one.

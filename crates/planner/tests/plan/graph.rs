@@ -430,3 +430,16 @@ fn a_trigger_can_pull_in_another_stage() {
     assert_eq!(copy.inputs[1].op, p.stage(0).unwrap().result);
     assert_eq!(copy.line, 3);
 }
+
+#[test]
+fn heredoc_script_with_shebang_runs_from_dev_pipes() {
+    let p = plan(
+        "FROM python:3.12\nRUN <<EOF\n#!/usr/bin/env python3\nprint('hi')\nEOF\n",
+        &opts(&[]),
+    );
+    let r = &runs(&p, 0)[0];
+    assert_eq!(r.argv, vec!["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    assert_eq!(r.pipes.len(), 1);
+    assert_eq!(r.pipes[0].name, "EOF");
+    assert_eq!(r.pipes[0].content, "#!/usr/bin/env python3\nprint('hi')\n");
+}
