@@ -269,7 +269,7 @@ impl RegistryClient {
                                     action: op.action.clone(),
                                     target: op.target.clone(),
                                     url: format!("https://{api_host}/v2/"),
-                                    source: e,
+                                    reason: crate::error::cause_chain(&e),
                                 });
                             }
                         }
@@ -292,7 +292,7 @@ impl RegistryClient {
                     action: op.action.clone(),
                     target: op.target.clone(),
                     url: format!("{}://{api_host}/v2/", schemes[0]),
-                    source: err,
+                    reason: crate::error::cause_chain(&err),
                 });
             }
             tokio::time::sleep(self.backoff(attempt)).await;
@@ -332,7 +332,7 @@ impl RegistryClient {
                                 .url()
                                 .map(|u| u.to_string())
                                 .unwrap_or_else(|| ep.base.clone()),
-                            source: e,
+                            reason: crate::error::cause_chain(&e),
                         });
                     }
                     tokio::time::sleep(self.backoff(attempt)).await;

@@ -28,14 +28,14 @@ pub enum RegistryError {
     #[error("building the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 
-    /// The registry could not be reached at all (after retries).
-    #[error("{action} {target}: cannot reach {url}: {source}")]
+    /// The registry could not be reached at all (after retries). `reason` is the whole cause
+    /// chain (connection refused, certificate not trusted, ...), so `{}` alone says why.
+    #[error("{action} {target}: cannot reach {url}: {reason}")]
     Connect {
         action: String,
         target: String,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        reason: String,
     },
 
     /// 401: the registry wants credentials, or rejected the ones given.
@@ -215,4 +215,18 @@ pub enum BlobError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An error and its sources as one line, without repeating a message a wrapper already holds.
+pub(crate) fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }

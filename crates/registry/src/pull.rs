@@ -189,7 +189,7 @@ impl RegistryClient {
             action: op.action.clone(),
             target: op.target.clone(),
             url: url.clone(),
-            source: e,
+            reason: crate::error::cause_chain(&e),
         })?;
         if bytes.len() > MAX_MANIFEST {
             return Err(RegistryError::BadManifest {
