@@ -22,20 +22,21 @@ impl Rng {
     }
 }
 
-/// Text-like content (a small alphabet with runs), compressing roughly like binaries and sources do.
+/// Half random bytes, half short words: gzip -6 gets it to about 69%, a little worse than binaries.
 fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
     const WORDS: [&[u8]; 12] = [
-        b"the ", b"layer ", b"forge ", b"\x00\x00\x00\x00", b"/// User + system CPU seconds of this process so far (all threads): under load, wall time alone
-/// says little, CPU time says what the work costs.
-fn cpu_seconds() -> f64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let usage = getrusage(UsageWho::RUSAGE_SELF).unwrap();
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    secs(usage.user_time()) + secs(usage.system_time())
-}
-
-fn main() {\n", b"return 0;\n", b"0x7f454c46 ",
-        b"import os\n", b"\t", b"    ", b"ELF", b"}\n",
+        b"the ",
+        b"layer ",
+        b"forge ",
+        b"\x00\x00\x00\x00",
+        b"fn main() {\n",
+        b"return 0;\n",
+        b"0x7f454c46 ",
+        b"import os\n",
+        b"\t",
+        b"    ",
+        b"ELF",
+        b"}\n",
     ];
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
