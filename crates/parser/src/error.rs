@@ -24,10 +24,18 @@ pub enum ParseErrorKind {
     DuplicateDirective { name: String },
     #[error("invalid escape token '{value}' does not match ` or \\")]
     InvalidEscape { value: String },
-    #[error("unknown instruction: {keyword}")]
-    UnknownInstruction { keyword: String },
-    #[error("unknown flag: {flag}")]
-    UnknownFlag { flag: String },
+    #[error("unknown instruction: {keyword}{}", did_you_mean(suggestion))]
+    UnknownInstruction {
+        keyword: String,
+        /// The closest known keyword, when one is close.
+        suggestion: Option<String>,
+    },
+    #[error("unknown flag: {flag}{}", did_you_mean(suggestion))]
+    UnknownFlag {
+        flag: String,
+        /// The closest flag this instruction accepts, when one is close.
+        suggestion: Option<String>,
+    },
     #[error("duplicate flag specified: {flag}")]
     DuplicateFlag { flag: String },
     #[error("missing a value on flag: {flag}")]
@@ -82,6 +90,13 @@ pub enum ParseErrorKind {
     UnterminatedHeredoc { name: String },
 }
 
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => String::new(),
+    }
+}
+
 impl ParseError {
     /// The message alone, without location.
     pub fn message(&self) -> String {
@@ -126,7 +141,10 @@ mod tests {
         let err = ParseError {
             line: 12,
             column: 6,
-            kind: ParseErrorKind::UnknownFlag { flag: "foo".into() },
+            kind: ParseErrorKind::UnknownFlag {
+                flag: "foo".into(),
+                suggestion: None,
+            },
             source_line: "\tRUN --foo x".into(),
         };
         assert_eq!(

@@ -111,6 +111,14 @@ fn errors_are_located() {
     );
     assert_eq!(error("FROM a\nRUN --foo echo\n"), "2:5: unknown flag: foo");
     assert_eq!(
+        error("FROM a\nRUN --mout=type=cache,target=/x echo\n"),
+        "2:5: unknown flag: mout (did you mean mount?)"
+    );
+    assert_eq!(
+        error("FROM a\ncpoy a b\n"),
+        "2:1: unknown instruction: cpoy (did you mean COPY?)"
+    );
+    assert_eq!(
         error("FROM a\nCOPY onlyone\n"),
         "2:6: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
     );

@@ -45,6 +45,11 @@ impl<'a> Flags<'a> {
                     flag.span,
                     ParseErrorKind::UnknownFlag {
                         flag: flag.name.clone(),
+                        suggestion: super::words::closest(
+                            &flag.name,
+                            accepted.iter().map(|(n, _)| *n),
+                        )
+                        .map(str::to_string),
                     },
                 ));
             };

@@ -154,6 +154,8 @@ pub(crate) fn parse_node(
             at(kw_start),
             ParseErrorKind::UnknownInstruction {
                 keyword: word.to_string(),
+                suggestion: words::closest(word, KEYWORDS.iter().map(|(k, _)| *k))
+                    .map(str::to_string),
             },
         )
     })?;
@@ -362,7 +364,10 @@ fn flag_err(src: &Source<'_>, (span, kind): FlagError) -> ParseError {
     // Point at the offending `--mount` field when it can be found inside the flag as written.
     let mut at = span.start.offset;
     if let ParseErrorKind::InvalidMount { field, .. } = &kind {
-        let written = src.text.get(span.start.offset..span.end.offset).unwrap_or_default();
+        let written = src
+            .text
+            .get(span.start.offset..span.end.offset)
+            .unwrap_or_default();
         if let Some(i) = written.find(field.as_str()).filter(|_| !field.is_empty()) {
             at += i;
         }

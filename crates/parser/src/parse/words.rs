@@ -261,6 +261,50 @@ pub(crate) fn shell_words(line: &str) -> Vec<&str> {
     out
 }
 
+/// The candidate closest to `word` (ignoring case) when it is a likely typo: one edit per three
+/// characters (at least one, at most two), a swap of neighbours counting as one edit.
+pub(crate) fn closest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let word: Vec<char> = word.to_lowercase().chars().collect();
+    let limit = (word.len() / 3).clamp(1, 2);
+    candidates
+        .into_iter()
+        .map(|c| {
+            let c_chars: Vec<char> = c.to_lowercase().chars().collect();
+            (edit_distance(&word, &c_chars), c)
+        })
+        .filter(|&(d, _)| d <= limit && d < word.len())
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +318,15 @@ mod tests {
         let (f, rest) = extract_flags(" --a='x y' -- --b", 0);
         assert_eq!(f[0].text, "--a=x y");
         assert_eq!(&" --a='x y' -- --b"[rest..], "--b");
+    }
+
+    #[test]
+    fn suggestions_for_typos_only() {
+        assert_eq!(closest("RUNN", ["RUN", "CMD"]), Some("RUN"));
+        assert_eq!(closest("mout", ["mount", "network"]), Some("mount"));
+        assert_eq!(closest("cpoy", ["COPY", "CMD"]), Some("COPY"));
+        assert_eq!(closest("FOO", ["RUN", "COPY"]), None);
+        assert_eq!(closest("x", ["a"]), None);
     }
 
     #[test]
