@@ -11,7 +11,24 @@ use forge_executor::{run, Runtime, SandboxConfig, SandboxSpec};
 const WARMUP: usize = 5;
 const STEPS: usize = 100;
 
+/// Where per-run state goes: FORGE_BENCH_STATE_DIR (e.g. a tmpfs such as /run), else the
+/// scratch directory.
+fn state_dir(scratch: &Path) -> PathBuf {
+    std::env::var_os("FORGE_BENCH_STATE_DIR").map_or_else(|| scratch.join("state"), PathBuf::from)
+}
+
+/// A busybox rootfs; with FORGE_BENCH_SKELETON=1 it also has the mount points real images ship
+/// (/proc, /dev, /sys, empty /etc/hosts, /etc/hostname, /etc/resolv.conf).
 fn busybox_rootfs(root: &Path) {
+    if std::env::var_os("FORGE_BENCH_SKELETON").is_some() {
+        for d in ["proc", "dev", "sys"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            std::fs::write(root.join("etc").join(f), "").unwrap();
+        }
+    }
     for d in ["bin", "etc", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -46,7 +63,7 @@ fn measure(
 ) -> (Vec<Duration>, Duration) {
     let config = SandboxConfig {
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init")),
-        state_dir: scratch.join("state"),
+        state_dir: state_dir(scratch),
         runtime,
     };
     let mut times = Vec::with_capacity(STEPS);
@@ -78,9 +95,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    // FORGE_BENCH_DIR puts layers, upperdirs and run state elsewhere (e.g. a tmpfs, to see
+    // what the disk's journal costs).
+    let base = std::env::var_os("FORGE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let tmp = tempfile::Builder::new()
         .prefix("forge-bench-run-true-")
-        .tempdir()
+        .tempdir_in(base)
         .unwrap();
     let layer = tmp.path().join("busybox");
     busybox_rootfs(&layer);

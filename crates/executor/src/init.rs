@@ -17,7 +17,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExecError;
-use crate::mounts::{setup_rootfs, MountTrace, RunLayout};
+use crate::mounts::{setup_rootfs, EtcFiles, MountTrace, RunLayout};
 use crate::process::{create_workdir, exec_step, StepProcess, ALL_CAPS, DEFAULT_CAPS};
 use crate::spec::{ExitKind, NetworkMode, SandboxSpec, SecurityMode};
 use crate::syscall::{LinuxSyscall, Syscall};
@@ -33,6 +33,8 @@ pub(crate) struct InitRequest {
     pub(crate) run_dir: PathBuf,
     /// The step's environment as `KEY=VALUE`, HOME still to be added from /etc/passwd.
     pub(crate) env: Vec<String>,
+    /// /etc/hosts, /etc/hostname and /etc/resolv.conf for the sandbox.
+    pub(crate) etc_files: EtcFiles,
 }
 
 /// What the helper reports, in order: `Prepared` once the rootfs is ready, then `Exited`;
@@ -145,7 +147,7 @@ fn pid1(sys: &dyn Syscall, status: &UnixStream, request: &InitRequest) -> Result
     let layout = RunLayout {
         dir: request.run_dir.clone(),
     };
-    let trace = setup_rootfs(sys, spec, &layout)?;
+    let trace = setup_rootfs(sys, spec, &layout, &request.etc_files)?;
     send(status, &Report::Prepared(trace));
     sys.sethostname(&spec.hostname)
         .map_err(|e| ExecError::syscall("sethostname", e))?;

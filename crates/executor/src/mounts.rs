@@ -291,12 +291,48 @@ pub(crate) fn mount_overlay(
     fs_mount(sys, "overlay", &rootfs, MsFlags::empty(), Some(&data))
 }
 
+/// The files the sandbox provides under /etc: `(name, content)` for each of [`ETC_FILES`].
+pub(crate) type EtcFiles = Vec<(String, Vec<u8>)>;
+
+/// Makes the run directory a tmpfs private to this mount namespace and fills it (rootfs mount
+/// point, empty lower, /etc files). Nothing of a native run touches the disk but the upperdir,
+/// and concurrent runs can share one state directory.
+fn prepare_run_dir(
+    sys: &dyn Syscall,
+    layout: &RunLayout,
+    etc_files: &EtcFiles,
+) -> Result<(), ExecError> {
+    fs_mount(
+        sys,
+        "tmpfs",
+        &layout.dir,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )?;
+    for dir in [
+        layout.rootfs(),
+        layout.empty_lower(),
+        layout.dir.join("etc"),
+        layout.secrets(),
+    ] {
+        sys.mkdir(&dir, 0o700)
+            .map_err(|e| ExecError::fs("create directory", &dir, e))?;
+    }
+    for (name, content) in etc_files {
+        let path = layout.etc_file(name);
+        sys.write_file(&path, content, 0o644)
+            .map_err(|e| ExecError::fs("write", &path, e))?;
+    }
+    Ok(())
+}
+
 /// The whole native rootfs sequence, run in the helper's fresh mount namespace. Ends with the
 /// process inside the new root.
 pub(crate) fn setup_rootfs(
     sys: &dyn Syscall,
     spec: &SandboxSpec,
     layout: &RunLayout,
+    etc_files: &EtcFiles,
 ) -> Result<MountTrace, ExecError> {
     let root = layout.rootfs();
     let upper = Some(spec.upperdir.as_path());
@@ -311,6 +347,7 @@ pub(crate) fn setup_rootfs(
         None,
     )
     .map_err(|e| mount_err("/", Path::new("/"), "propagation", e))?;
+    prepare_run_dir(sys, layout, etc_files)?;
     mount_overlay(sys, spec, layout)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -633,7 +670,8 @@ mod tests {
         let layout = RunLayout {
             dir: "/run/x".into(),
         };
-        let trace = setup_rootfs(&fake, &spec, &layout).unwrap();
+        let etc: EtcFiles = vec![("hosts".into(), b"127.0.0.1 localhost\n".to_vec())];
+        let trace = setup_rootfs(&fake, &spec, &layout, &etc).unwrap();
         let calls = fake.calls();
         let mounts: Vec<&String> = calls
             .iter()
@@ -641,6 +679,7 @@ mod tests {
             .collect();
         let expected = [
             "mount - / - MS_REC | MS_PRIVATE -",
+            "mount tmpfs /run/x tmpfs MS_NOSUID | MS_NODEV mode=0700",
             "mount overlay /run/x/rootfs overlay (empty) lowerdir=/layers/a:/layers/b,upperdir=/snap/up,workdir=/snap/work,volatile",
             "mount proc /run/x/rootfs/proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             "mount tmpfs /run/x/rootfs/dev tmpfs MS_NOSUID | MS_STRICTATIME mode=755,size=65536k",
@@ -668,6 +707,7 @@ mod tests {
         ];
         assert_eq!(mounts, expected.iter().collect::<Vec<_>>());
         assert!(calls.ends_with(&["chdir /".to_owned()]));
+        assert!(calls.contains(&"write /run/x/etc/hosts 20 bytes 644".to_owned()));
         // /proc existed; everything else the sandbox created is recorded for cleanup.
         assert_eq!(
             trace.created,
@@ -699,6 +739,7 @@ mod tests {
             &RunLayout {
                 dir: "/run/x".into(),
             },
+            &EtcFiles::new(),
         )
         .unwrap();
         let calls = fake.calls();
@@ -726,6 +767,7 @@ mod tests {
             &RunLayout {
                 dir: "/run/x".into(),
             },
+            &EtcFiles::new(),
         )
         .unwrap();
         assert!(fake

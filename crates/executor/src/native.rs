@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use crate::cgroups::StepCgroup;
 use crate::error::ExecError;
 use crate::init::{InitRequest, Report, SANDBOX_INIT_ARG};
-use crate::mounts::{MountTrace, RunLayout};
+use crate::mounts::{EtcFiles, MountTrace, RunLayout};
 use crate::output::pump;
 use crate::spec::{ExitKind, SandboxConfig, SandboxSpec, Stream};
 
@@ -26,6 +26,7 @@ pub(crate) fn run_native(
     spec: &SandboxSpec,
     layout: &RunLayout,
     env: Vec<String>,
+    etc_files: EtcFiles,
     cgroup: Option<&StepCgroup>,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<BackendResult, ExecError> {
@@ -44,7 +45,13 @@ pub(crate) fn run_native(
     let mut child = command.spawn().map_err(spawn_err)?;
     // The Command holds the helper's end of the socket; without dropping it we never see EOF.
     drop(command);
-    let result = drive(&mut child, ours, spec, layout, env, cgroup, output);
+    let request = InitRequest {
+        spec: spec.clone(),
+        run_dir: layout.dir.clone(),
+        env,
+        etc_files,
+    };
+    let result = drive(&mut child, ours, &request, cgroup, output);
     if result.is_err() {
         let _ = child.kill();
     }
@@ -58,9 +65,7 @@ type Driven = (Vec<Report>, String);
 fn drive(
     child: &mut std::process::Child,
     socket: UnixStream,
-    spec: &SandboxSpec,
-    layout: &RunLayout,
-    env: Vec<String>,
+    request: &InitRequest,
     cgroup: Option<&StepCgroup>,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Driven, ExecError> {
@@ -68,12 +73,7 @@ fn drive(
     if let Some(cg) = cgroup {
         cg.add(child.id())?;
     }
-    let request = InitRequest {
-        spec: spec.clone(),
-        run_dir: layout.dir.clone(),
-        env,
-    };
-    let mut line = serde_json::to_vec(&request).map_err(|e| ExecError::HelperLost {
+    let mut line = serde_json::to_vec(request).map_err(|e| ExecError::HelperLost {
         detail: format!("cannot encode the request: {e}"),
     })?;
     line.push(b'\n');

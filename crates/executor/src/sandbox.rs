@@ -11,7 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::cgroups::StepCgroup;
 use crate::error::ExecError;
 use crate::layer::remove_mount_traces;
-use crate::mounts::{RunLayout, ETC_FILES};
+use crate::mounts::{EtcFiles, RunLayout, ETC_FILES};
 use crate::native::{run_native, BackendResult};
 use crate::spec::{
     ExitKind, MountSpec, RunOutcome, Runtime, SandboxConfig, SandboxSpec, SecurityMode, Stream,
@@ -28,19 +28,36 @@ pub fn run(
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<RunOutcome, ExecError> {
     validate(spec)?;
-    let run_dir = RunDir::create(&config.state_dir)?;
-    let layout = RunLayout {
-        dir: run_dir.path.clone(),
-    };
-    write_etc_files(spec, &layout)?;
+    let etc_files = etc_files(spec);
     let _locks = prepare_caches(spec)?;
     let env = step_env(spec);
     let result = match &config.runtime {
         Runtime::Native => {
-            let cgroup = StepCgroup::create(&run_dir.name, &spec.limits)?;
-            run_native(config, spec, &layout, env, cgroup.as_ref(), output)?
+            // The helper mounts a private tmpfs over the state directory, so every native run
+            // can use the same path and nothing of it reaches the disk.
+            std::fs::create_dir_all(&config.state_dir)
+                .map_err(|e| ExecError::fs("create directory", &config.state_dir, e))?;
+            let layout = RunLayout {
+                dir: config.state_dir.clone(),
+            };
+            let cgroup = StepCgroup::create(&unique_name(), &spec.limits)?;
+            run_native(
+                config,
+                spec,
+                &layout,
+                env,
+                etc_files,
+                cgroup.as_ref(),
+                output,
+            )?
         }
         Runtime::Runc { binary } => {
+            // runc needs its bundle on the host.
+            let run_dir = RunDir::create(&config.state_dir)?;
+            let layout = RunLayout {
+                dir: run_dir.path.clone(),
+            };
+            write_etc_files(&layout, &etc_files)?;
             crate::runc::run_runc(binary, config, spec, &layout, &run_dir.name, env, output)?
         }
     };
@@ -81,6 +98,20 @@ fn validate(spec: &SandboxSpec) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// A name no other run of this host uses at the same time (cgroups, runc containers).
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "forge-{}-{}-{nanos:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A private directory for one run, removed afterwards unless something is still mounted
 /// under it (better to leak a directory than to delete through a mount).
 #[derive(Debug)]
@@ -91,18 +122,9 @@ pub(crate) struct RunDir {
 
 impl RunDir {
     fn create(state_dir: &Path) -> Result<Self, ExecError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(state_dir)
             .map_err(|e| ExecError::fs("create directory", state_dir, e))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "forge-{}-{}-{nanos:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name();
         let path = state_dir.join(&name);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -130,7 +152,8 @@ impl Drop for RunDir {
     }
 }
 
-fn write_etc_files(spec: &SandboxSpec, layout: &RunLayout) -> Result<(), ExecError> {
+/// The sandbox's /etc/hosts, /etc/hostname and /etc/resolv.conf (the host's).
+fn etc_files(spec: &SandboxSpec) -> EtcFiles {
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         spec.hostname
@@ -139,18 +162,22 @@ fn write_etc_files(spec: &SandboxSpec, layout: &RunLayout) -> Result<(), ExecErr
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-    for name in ETC_FILES {
-        let content: &[u8] = match *name {
-            "hosts" => hosts.as_bytes(),
-            "hostname" => spec.hostname.as_bytes(),
-            _ => &resolv,
-        };
+    ETC_FILES
+        .iter()
+        .map(|name| {
+            let content = match *name {
+                "hosts" => hosts.clone().into_bytes(),
+                "hostname" => format!("{}\n", spec.hostname).into_bytes(),
+                _ => resolv.clone(),
+            };
+            (name.to_string(), content)
+        })
+        .collect()
+}
+
+fn write_etc_files(layout: &RunLayout, files: &EtcFiles) -> Result<(), ExecError> {
+    for (name, content) in files {
         let path = layout.etc_file(name);
-        let content = if *name == "hostname" {
-            [content, b"\n"].concat()
-        } else {
-            content.to_vec()
-        };
         std::fs::write(&path, content).map_err(|e| ExecError::fs("write", &path, e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| ExecError::fs("chmod", &path, e))?;

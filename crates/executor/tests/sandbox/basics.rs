@@ -17,6 +17,9 @@ fn step_output_is_streamed_and_changes_land_in_the_upperdir() {
     // /bin/ls became a whiteout; the sandbox's own mount points left no trace.
     assert_eq!(names, ["bin", "bin/ls", "data", "data/f"], "{t:#?}");
     assert!(t[1].contains("special rdev=0x0"), "{t:#?}");
+    // The run's state lived on a tmpfs private to the sandbox: nothing is left on the host.
+    let state = s.config(native()).state_dir;
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
 
 #[test]
