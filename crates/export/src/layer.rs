@@ -179,8 +179,12 @@ struct Walker<'a> {
 
 const OPAQUE_XATTRS: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
 
-fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+/// Attributes that describe the build host rather than the file: overlayfs bookkeeping, and the
+/// host's SELinux label (it would make layers differ between hosts).
+fn is_host_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name == b"security.selinux"
 }
 
 impl Walker<'_> {
@@ -244,7 +248,7 @@ impl Walker<'_> {
             }
             let xattrs: Vec<_> = xattrs
                 .into_iter()
-                .filter(|(k, _)| !is_overlay_xattr(k))
+                .filter(|(k, _)| !is_host_xattr(k))
                 .collect();
             let mut h = Header {
                 path: b"",

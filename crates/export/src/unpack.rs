@@ -244,6 +244,15 @@ fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// A numeric header field, with an empty one (all NULs or spaces) read as 0 the way Go's
+/// archive/tar reads it: some writers leave uid/gid/mtime blank.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
+    }
+}
+
 fn pax_number(value: &[u8]) -> Option<i64> {
     // PAX times may carry a fraction ("1700000000.123"); the whole seconds are enough here.
     let text = std::str::from_utf8(value).ok()?;
@@ -373,11 +382,12 @@ impl Unpacker<'_> {
             source,
         };
         let h = e.header();
+        let old = h.as_old();
         let mut meta = Meta {
-            uid: h.uid().map_err(header_err)?,
-            gid: h.gid().map_err(header_err)?,
-            mode: h.mode().map_err(header_err)? & 0o7777,
-            mtime: h.mtime().map_err(header_err)? as i64,
+            uid: numeric(h.uid(), &old.uid).map_err(header_err)?,
+            gid: numeric(h.gid(), &old.gid).map_err(header_err)?,
+            mode: numeric(h.mode().map(u64::from), &old.mode).map_err(header_err)? as u32 & 0o7777,
+            mtime: numeric(h.mtime(), &old.mtime).map_err(header_err)? as i64,
             xattrs: Vec::new(),
         };
         let dev = if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {

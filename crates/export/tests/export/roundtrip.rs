@@ -192,3 +192,46 @@ fn archives_for_add_unpack_in_every_compression() {
         );
     }
 }
+
+#[test]
+fn apply_layer_links_to_files_of_earlier_layers() {
+    require_root();
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    // new_ustar leaves uid/gid/mtime blank, as some writers do: those must read as 0, not fail.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_cksum();
+    builder
+        .append_link(&mut h, "bin/alias", "bin/tool")
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    apply_layer(tar.as_slice(), &root, &UnpackOptions::default()).unwrap();
+    let (a, b) = (
+        fs::metadata(root.join("bin/alias")).unwrap(),
+        fs::metadata(root.join("bin/tool")).unwrap(),
+    );
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "alias is a hardlink to the earlier layer's file"
+    );
+
+    // In overlay format the layer stands alone: a link to a file it does not contain is refused.
+    let err = unpack_layer(
+        tar.as_slice(),
+        &tmp.path().join("snapshot"),
+        &UnpackOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, forge_export::ExportError::UnsafeHardlink { entry, .. } if entry.ends_with("bin/alias")),
+        "{err}"
+    );
+}
