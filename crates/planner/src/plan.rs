@@ -846,17 +846,24 @@ impl<'a> Planner<'a> {
                     })?;
                     written.extend(words.words);
                 }
+                let mut exposed = BTreeSet::new();
                 for port in &written {
                     for p in normalize_port(port).ok_or_else(|| PlanError::InvalidPort {
                         line,
                         port: port.clone(),
                     })? {
-                        st.config.config.exposed_ports.insert(p, EmptyObject {});
+                        st.config
+                            .config
+                            .exposed_ports
+                            .insert(p.clone(), EmptyObject {});
+                        exposed.insert(p);
                     }
                 }
+                // BuildKit prints the parsed port set with Go's %v of a map: sorted, `map[80/tcp:{}]`.
+                let printed: Vec<String> = exposed.iter().map(|p| format!("{p}:{{}}")).collect();
                 self.config_change(
                     st,
-                    format!("EXPOSE {}", written.join(" ")),
+                    format!("EXPOSE map[{}]", printed.join(" ")),
                     true,
                     line,
                     text,

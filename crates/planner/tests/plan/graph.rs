@@ -205,7 +205,7 @@ fn history_texts_match_buildkit() {
         "COPY --chown=1000:1000 --chmod=755 file /dst # buildkit",
         "RUN |1 X=1 /bin/sh -c apt-get update # buildkit",
         "RUN |1 X=1 echo hi # buildkit",
-        "EXPOSE 80 53/udp",
+        "EXPOSE map[53/udp:{} 80/tcp:{}]",
         "VOLUME [/data /logs]",
         "USER nobody",
         "STOPSIGNAL SIGTERM",
