@@ -83,6 +83,9 @@ pub enum PlanError {
     #[error("line {line}: EXPOSE: invalid port {port:?}")]
     InvalidPort { line: usize, port: String },
 
+    #[error("line {line}: STOPSIGNAL: invalid signal {signal:?}")]
+    InvalidSignal { line: usize, signal: String },
+
     #[error("line {line}: {instruction}: {what} can not be empty")]
     EmptyValue {
         line: usize,

@@ -898,6 +898,9 @@ impl<'a> Planner<'a> {
             }
             InstructionKind::Stopsignal(signal) => {
                 let signal = self.expand(signal, &vars, line, keyword)?;
+                if !scope::is_signal(&signal) {
+                    return Err(PlanError::InvalidSignal { line, signal });
+                }
                 st.config.config.stop_signal = Some(signal.clone());
                 self.config_change(st, format!("STOPSIGNAL {signal}"), true, line, text);
             }

@@ -102,6 +102,30 @@ pub(crate) fn plain_references(word: &str, escape: char) -> Vec<String> {
     out
 }
 
+/// Linux signal names as Docker's signal.ParseSignal accepts them (with or without `SIG`).
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+];
+
+/// A STOPSIGNAL value Docker would accept: a number, a name, or `RTMIN+n` / `RTMAX-n`.
+pub(crate) fn is_signal(text: &str) -> bool {
+    if let Ok(n) = text.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset_ok = |rest: &str| rest.parse::<u32>().is_ok_and(|n| n <= 30);
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        return rest.is_empty() || rest.strip_prefix('+').is_some_and(offset_ok);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        return rest.is_empty() || rest.strip_prefix('-').is_some_and(offset_ok);
+    }
+    SIGNALS.contains(&name)
+}
+
 /// Go's `path.Clean` for absolute paths: `/a/./b/../c/` becomes `/a/c`.
 pub(crate) fn clean_abs(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -208,6 +232,24 @@ mod tests {
         assert_eq!(resolve_dest(None, "/"), "/");
         assert_eq!(context_relative("./src/"), "src");
         assert_eq!(context_relative("."), "");
+    }
+
+    #[test]
+    fn signals_parse_like_docker() {
+        for ok in [
+            "SIGTERM",
+            "TERM",
+            "sigkill",
+            "9",
+            "SIGRTMIN+3",
+            "RTMAX-1",
+            "SIGRTMIN",
+        ] {
+            assert!(is_signal(ok), "{ok}");
+        }
+        for bad in ["", "SIGFOO", "0", "65", "RTMIN+", "RTMIN-1", "TERM9"] {
+            assert!(!is_signal(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -196,3 +196,13 @@ fn from_that_expands_to_nothing() {
     )
     .is_ok());
 }
+
+#[test]
+fn invalid_stop_signal() {
+    let e = err("FROM alpine\nSTOPSIGNAL SIGNOPE\n", &opts(&[]));
+    assert!(
+        matches!(&e, PlanError::InvalidSignal { line: 2, signal } if signal == "SIGNOPE"),
+        "{e:?}"
+    );
+    assert!(try_plan("FROM alpine\nSTOPSIGNAL 9\n", &opts(&[])).is_ok());
+}
