@@ -121,7 +121,7 @@ pub enum ExecError {
     /// The step's program could not be executed.
     #[error("cannot execute `{program}` in the sandbox: {err}")]
     Exec {
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// The cause (ENOENT: not found in PATH).
         #[serde(with = "errno")]

@@ -46,7 +46,7 @@ pub(crate) enum Report {
     Exited(ExitKind),
 }
 
-/// The helper's entry point: the forge binary calls it first thing in `main` when argv[1] is
+/// The helper's entry point: the forge binary calls it first thing in `main` when `argv[1]` is
 /// [`SANDBOX_INIT_ARG`]. Never returns.
 pub fn sandbox_init_main() -> ! {
     let code = match connect() {
