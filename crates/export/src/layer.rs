@@ -87,10 +87,7 @@ impl<W: Write> Encoder<W> {
                 let level = level.unwrap_or(6).clamp(0, 9) as u32;
                 Encoder::Gzip(ParallelGzEncoder::new(inner, level))
             }
-            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
-                inner,
-                level.unwrap_or(3),
-            )?),
+            Compression::Zstd => Encoder::Zstd(zstd_encoder(inner, level.unwrap_or(3))?),
         })
     }
 
@@ -119,6 +116,19 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Zstd(w) => w.flush(),
         }
     }
+}
+
+/// zstd with worker threads. Always at least one worker: zstd's multi-threaded format does not
+/// depend on the number of workers (a test holds it to that), but differs from its
+/// single-threaded one, so every machine must take the same path for digests to match.
+fn zstd_encoder<W: Write>(
+    inner: W,
+    level: i32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    encoder.multithread(workers.max(1))?;
+    Ok(encoder)
 }
 
 type TarSink<W> = BufWriter<HashingWriter<Encoder<HashingWriter<W>>>>;
@@ -330,5 +340,32 @@ impl Walker<'_> {
             tarfmt::write_header(sink, &h).map_err(write_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn zstd_bytes_do_not_depend_on_the_number_of_workers() {
+        let data: Vec<u8> = (0..24u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
+            .collect();
+        let compress = |workers: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let one = compress(1);
+        assert!(
+            one == compress(2),
+            "1 and 2 zstd workers gave different bytes"
+        );
+        assert!(
+            one == compress(5),
+            "1 and 5 zstd workers gave different bytes"
+        );
     }
 }
