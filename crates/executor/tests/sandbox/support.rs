@@ -7,20 +7,29 @@ use std::sync::OnceLock;
 
 use forge_executor::{run, ExecError, RunOutcome, Runtime, SandboxConfig, SandboxSpec, Stream};
 
-/// The shared read-only busybox layer.
+/// The shared read-only busybox layer, built once per target directory (statics are never
+/// dropped, so a temporary directory here would leak on every run).
 pub(crate) fn busybox_layer() -> &'static Path {
-    static LAYER: OnceLock<tempfile::TempDir> = OnceLock::new();
-    LAYER
-        .get_or_init(|| {
-            require_root();
-            let dir = tempfile::Builder::new()
-                .prefix("forge-busybox-")
-                .tempdir()
+    static LAYER: OnceLock<PathBuf> = OnceLock::new();
+    LAYER.get_or_init(|| {
+        require_root();
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let layer = base.join("busybox-layer-v1");
+        if !layer.exists() {
+            // Built aside and renamed, so concurrent test binaries never see half a layer.
+            let staging = tempfile::Builder::new()
+                .prefix("busybox-staging-")
+                .tempdir_in(base)
                 .unwrap();
-            build_busybox_rootfs(dir.path());
-            dir
-        })
-        .path()
+            build_busybox_rootfs(staging.path());
+            let staged = staging.keep();
+            if std::fs::rename(&staged, &layer).is_err() {
+                // Another test binary won the race; its layer is as good as ours.
+                std::fs::remove_dir_all(&staged).unwrap();
+            }
+        }
+        layer
+    })
 }
 
 /// Fails (never skips) when the tests cannot do their job.
