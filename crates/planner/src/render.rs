@@ -51,7 +51,7 @@ pub fn render_text(plan: &Plan) -> String {
                 "  #{:<3} {}  {}",
                 op.id,
                 short_digest(&op.digest),
-                op_title(op)
+                truncate(&op_title(op), 100)
             );
             if !inputs.is_empty() {
                 let _ = write!(out, "  <- {}", inputs.join(", "));
@@ -67,7 +67,7 @@ pub fn render_text(plan: &Plan) -> String {
                         "        {} #{}: {}",
                         role_name(i.role),
                         src.id,
-                        op_title(src)
+                        truncate(&op_title(src), 80)
                     );
                 }
             }
