@@ -18,7 +18,13 @@ fn main() {
     let registry = Registry::start(Auth::None, None);
     let tmp = tempfile::tempdir().unwrap();
     let src = OciDir::create(tmp.path().join("src")).unwrap();
-    let image = make_image(&src, &[pseudo_random(SIZE, 42)]);
+    // A real gzip stream (of incompressible bytes), as registries and skopeo expect of a layer.
+    let layer = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &pseudo_random(SIZE, 42)).unwrap();
+        gz.finish().unwrap()
+    };
+    let image = make_image(&src, &[layer]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,6 +75,53 @@ fn main() {
         std::fs::remove_dir_all(dst.root()).unwrap();
     }
     rows.push(("pull + sha256 verify", best));
+
+    // skopeo, for comparison: the same image copied from an OCI layout, and back.
+    let manifest_size = src.read_blob(&image.manifest_digest).unwrap().len();
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"1"}}}}]}}"#,
+        image.manifest_digest
+    );
+    std::fs::write(src.root().join("index.json"), index).unwrap();
+    let skopeo = |args: &[String]| {
+        let t = Instant::now();
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_secs_f64()
+    };
+    let mut best_push = f64::MAX;
+    let mut best_pull = f64::MAX;
+    for round in 0..ROUNDS {
+        // A registry of its own each round: skopeo remembers where it saw a blob and would
+        // mount it instead of uploading.
+        let fresh = Registry::start(Auth::None, None);
+        let dest = format!("docker://{}/bench/skopeo-{round}:1", fresh.host);
+        let from = format!("oci:{}:1", src.root().display());
+        best_push = best_push.min(skopeo(&[
+            "copy".into(),
+            "--dest-tls-verify=false".into(),
+            from,
+            dest.clone(),
+        ]));
+        let out = tmp.path().join(format!("skopeo-out{round}"));
+        let into = format!("oci:{}:1", out.display());
+        best_pull = best_pull.min(skopeo(&[
+            "copy".into(),
+            "--src-tls-verify=false".into(),
+            dest,
+            into,
+        ]));
+        std::fs::remove_dir_all(out).unwrap();
+    }
+    rows.push(("skopeo copy oci: -> registry (comparison)", best_push));
+    rows.push(("skopeo copy registry -> oci: (comparison)", best_pull));
 
     println!("| transfer of a {mb:.0} MiB layer (best of {ROUNDS}) | seconds | MiB/s |");
     println!("|---|---|---|");

@@ -131,7 +131,10 @@ async fn tls_with_a_test_ca() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Connect { .. }), "{err}");
-    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.to_string().contains("invalid peer certificate"),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains(&format!("https://{}/v2/", registry.host)),
