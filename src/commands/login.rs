@@ -38,7 +38,10 @@ fn prompt(label: &str) -> anyhow::Result<String> {
     write!(err, "{label}: ")?;
     err.flush()?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
@@ -53,10 +56,15 @@ pub(crate) fn run_login(_globals: &Globals, args: LoginArgs) -> anyhow::Result<E
     }
     let password = if args.password_stdin {
         let mut text = String::new();
-        std::io::stdin().lock().read_line(&mut text).context("reading the password from standard input")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut text)
+            .context("reading the password from standard input")?;
         text.trim_end_matches(['\r', '\n']).to_string()
     } else if let Some(p) = args.password {
-        eprintln!("WARNING! Using --password on the command line is insecure. Use --password-stdin.");
+        eprintln!(
+            "WARNING! Using --password on the command line is insecure. Use --password-stdin."
+        );
         p
     } else {
         if std::io::stdin().is_terminal() {
@@ -68,14 +76,24 @@ pub(crate) fn run_login(_globals: &Globals, args: LoginArgs) -> anyhow::Result<E
         anyhow::bail!("login to {host}: a password is required");
     }
     let credentials = Credentials::Basic { username, password };
-    let client = RegistryClient::new(ClientConfig { tls_ca: args.tls_ca, ..ClientConfig::default() })?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = RegistryClient::new(ClientConfig {
+        tls_ca: args.tls_ca,
+        ..ClientConfig::default()
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(client.verify_credentials(&host, &credentials))?;
     let mut config = DockerConfig::load(&DockerConfig::default_dir())?;
     config.store(&host, &credentials)?;
     match config.helper_for(&host) {
-        Some(helper) => println!("Login Succeeded (credentials stored by docker-credential-{helper})"),
-        None => println!("Login Succeeded (credentials stored in {})", config.path().display()),
+        Some(helper) => {
+            println!("Login Succeeded (credentials stored by docker-credential-{helper})")
+        }
+        None => println!(
+            "Login Succeeded (credentials stored in {})",
+            config.path().display()
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
