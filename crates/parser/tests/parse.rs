@@ -104,6 +104,14 @@ fn copy_and_healthcheck_flags() {
 }
 
 #[test]
+fn flags_buildkit_never_reads_are_accepted() {
+    let k = kinds("FROM a\nHEALTHCHECK --interval=5s NONE\nSTOPSIGNAL --x SIGTERM\n");
+    assert_eq!(k[1], InstructionKind::Healthcheck(Healthcheck::None));
+    assert_eq!(k[2], InstructionKind::Stopsignal("SIGTERM".into()));
+    assert!(parse("FROM a\nHEALTHCHECK --x=1 CMD true\n").is_err());
+}
+
+#[test]
 fn errors_are_located() {
     assert_eq!(
         error("FROM a\n  FOO bar\n"),

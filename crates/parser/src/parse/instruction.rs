@@ -379,8 +379,17 @@ fn flag_err(src: &Source<'_>, (span, kind): FlagError) -> ParseError {
 pub(crate) fn typed(src: &Source<'_>, p: &Parsed) -> Result<InstructionKind, ParseError> {
     let node = &p.node;
     let instruction = p.keyword.name();
-    let flags =
-        Flags::check(&node.flags, p.keyword.accepted_flags()).map_err(|e| flag_err(src, e))?;
+    // BuildKit never reads the flags of `HEALTHCHECK NONE` or STOPSIGNAL, so it accepts any.
+    let unread = match (&p.keyword, &node.args) {
+        (Keyword::Stopsignal, _) => true,
+        (Keyword::Healthcheck, Args::Words(w)) => w[0].eq_ignore_ascii_case("NONE"),
+        _ => false,
+    };
+    let flags = if unread {
+        Flags::check(&[], &[]).map_err(|e| flag_err(src, e))?
+    } else {
+        Flags::check(&node.flags, p.keyword.accepted_flags()).map_err(|e| flag_err(src, e))?
+    };
     let args_err = |kind: ParseErrorKind| {
         let at = if matches!(node.args, Args::None) {
             p.keyword_at
