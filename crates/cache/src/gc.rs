@@ -50,7 +50,8 @@ pub struct UsageRow {
     pub kind: &'static str,
     /// How many there are.
     pub total: usize,
-    /// How many are in use (by a named image, a live lease or a running step).
+    /// How many a plain `forge prune` keeps: used by a named image, a live lease (a running
+    /// build) or a running step.
     pub active: usize,
     /// Bytes they use (images: their blobs; build cache: layer blobs no image uses; snapshots:
     /// their trees).
@@ -454,6 +455,13 @@ impl Store {
                 keep_storage: None,
             },
         );
+        // "Active" is what a plain `forge prune` keeps; "reclaimable" what `--all` frees.
+        let keep_plan = self.plan(&scan, &PruneOptions::default());
+        let kept_blobs: HashSet<&Digest> = scan
+            .blobs
+            .keys()
+            .filter(|b| !keep_plan.blobs.contains(*b))
+            .collect();
         let leased_blobs: HashSet<Digest> = self.blob_closure(
             scan.leases.iter().filter_map(|i| match i {
                 LeaseItem::Blob(d) => Some(d.clone()),
@@ -485,7 +493,6 @@ impl Store {
             reclaimable: 0,
         });
 
-        let removed: BTreeSet<CacheKey> = plan.records.iter().copied().collect();
         let record_blobs: HashSet<Digest> = scan
             .records
             .iter()
@@ -525,11 +532,7 @@ impl Store {
         rows.push(UsageRow {
             kind: "Build cache",
             total: scan.records.len(),
-            active: scan
-                .records
-                .iter()
-                .filter(|r| !removed.contains(&r.key))
-                .count(),
+            active: scan.records.len() - keep_plan.records.len(),
             size: record_blobs.iter().filter_map(|b| scan.blobs.get(b)).sum(),
             reclaimable: record_blobs
                 .iter()
@@ -542,7 +545,7 @@ impl Store {
         rows.push(UsageRow {
             kind: "Snapshots",
             total: scan.snapshots.len(),
-            active: scan.snapshots.len() - doomed_snaps.len(),
+            active: scan.snapshots.len() - keep_plan.snapshots.len(),
             size: scan.snapshots.values().map(|m| m.size).sum(),
             reclaimable: doomed_snaps
                 .iter()
@@ -573,7 +576,7 @@ impl Store {
         rows.push(UsageRow {
             kind: "Other blobs",
             total: other.len(),
-            active: other.iter().filter(|b| !doomed_blobs.contains(**b)).count(),
+            active: other.iter().filter(|b| kept_blobs.contains(**b)).count(),
             size: other.iter().filter_map(|b| scan.blobs.get(*b)).sum(),
             reclaimable: other
                 .iter()

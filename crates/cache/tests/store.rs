@@ -388,18 +388,44 @@ fn disk_usage_counts_images_cache_and_reclaimable() {
             },
         )
         .unwrap();
+    // A record whose layer a named image uses is active: plain prune keeps it.
+    let used = snapshot_with(&store, &[("g", &[2u8; 50])], None);
+    store
+        .put_record(
+            &CacheKey::builder("y").finish(),
+            &CacheRecord {
+                snapshot: Some(used),
+                layer_blob: Some(desc.digest().clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     let df = store.disk_usage().unwrap();
     let get = |k: &str| df.rows.iter().find(|r| r.kind == k).unwrap().clone();
+    assert_eq!(
+        (get("Build cache").total, get("Build cache").active),
+        (2, 1)
+    );
+    assert_eq!((get("Snapshots").total, get("Snapshots").active), (2, 1));
     let images = get("Images");
     assert_eq!(images.total, 1);
     assert!(images.size > 5000, "{images:?}");
     assert_eq!(get("Build cache").size, 700);
     assert_eq!(get("Build cache").reclaimable, 700);
-    assert_eq!(get("Snapshots").reclaimable, 300);
-    assert_eq!(df.records.len(), 1);
-    assert_eq!(df.records[0].size, 1000);
+    assert_eq!(
+        get("Snapshots").reclaimable,
+        350,
+        "--all also frees the active one"
+    );
+    assert_eq!(df.records.len(), 2);
+    let x = df
+        .records
+        .iter()
+        .find(|r| r.key == CacheKey::builder("x").finish())
+        .unwrap();
+    assert_eq!((x.size, x.in_use), (1000, false));
 }
 
 #[test]
