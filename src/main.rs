@@ -29,6 +29,10 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     /// Run build checks (lints) on a Dockerfile.
     Check(commands::check::CheckArgs),
+    /// Remove build cache (least recently used first); named images are kept.
+    Prune(commands::prune::PruneArgs),
+    /// Store-wide commands (`forge system df`).
+    System(commands::system::SystemArgs),
     /// Log in to a registry: check the credentials, then store them in Docker's config.json.
     Login(commands::login::LoginArgs),
     /// Log out of a registry: remove its credentials.
@@ -99,6 +103,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&globals, args),
         Command::Check(args) => commands::check::run(&globals, args),
+        Command::Prune(args) => commands::prune::run(&globals, args),
+        Command::System(args) => commands::system::run(&globals, args),
         Command::Login(args) => commands::login::run_login(&globals, args),
         Command::Logout(args) => commands::login::run_logout(&globals, args),
         Command::Prune(args) => commands::prune::run(&globals, args),
