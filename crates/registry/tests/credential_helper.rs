@@ -1,10 +1,10 @@
 //! Credentials kept by a credential helper (`credsStore`), invoked the way Docker invokes
 //! `docker-credential-<name>`. A test binary of its own, because it puts the fake helper on
-//! this process's PATH.
+//! this process's PATH and DOCKER_CONFIG.
 
 mod common;
 
-use common::{client, make_image, pseudo_random, Auth, Registry};
+use common::{make_image, pseudo_random, Auth, Registry};
 use forge_registry::{Credentials, DockerConfig, OciDir, PushOptions, Reference};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +48,10 @@ esac
     let cfg_dir = tmp.path().join("docker");
     std::fs::create_dir_all(&cfg_dir).unwrap();
     std::fs::write(cfg_dir.join("config.json"), r#"{"credsStore":"forgetest"}"#).unwrap();
-    let mut cfg = DockerConfig::load(&cfg_dir).unwrap();
+    // As `forge login` finds it: through $DOCKER_CONFIG.
+    std::env::set_var("DOCKER_CONFIG", &cfg_dir);
+    assert_eq!(DockerConfig::default_dir(), cfg_dir);
+    let mut cfg = DockerConfig::load(&DockerConfig::default_dir()).unwrap();
     assert_eq!(cfg.helper_for(&registry.host).as_deref(), Some("forgetest"));
     assert_eq!(
         cfg.credentials(&registry.host).unwrap(),
@@ -72,15 +75,16 @@ esac
     let src = OciDir::create(tmp.path().join("src")).unwrap();
     let image = make_image(&src, &[pseudo_random(1000, 30)]);
     let target = Reference::parse(&format!("{}/helped/img:1", registry.host)).unwrap();
-    client(&cfg_dir, None)
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
-        .await
-        .unwrap();
+    // A client left to find config.json itself ($DOCKER_CONFIG) gets the helper's credentials.
+    let c = forge_registry::RegistryClient::new(forge_registry::ClientConfig::default()).unwrap();
+    c.push(
+        &src,
+        &image.manifest_digest,
+        &target,
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
 
     assert!(cfg.erase(&registry.host).unwrap());
     assert!(
