@@ -15,8 +15,9 @@ pub struct SandboxConfig {
     /// The executable re-executed as the sandbox helper; it must call
     /// [`crate::sandbox_init_main`] when `argv[1]` is [`crate::SANDBOX_INIT_ARG`].
     pub helper_exe: PathBuf,
-    /// Scratch space for per-run files (rootfs mount point, hosts files, runc bundles);
-    /// each run uses and then removes its own subdirectory.
+    /// Scratch space for per-run files. Native runs mount a tmpfs private to their sandbox
+    /// over it (so concurrent runs share it and nothing reaches the disk); runc runs put their
+    /// bundle in a subdirectory that they remove afterwards.
     pub state_dir: PathBuf,
     /// Which backend runs the step.
     pub runtime: Runtime,
