@@ -99,6 +99,10 @@ fn read_request(status: &UnixStream) -> Result<InitRequest, ExecError> {
 }
 
 fn helper(sys: &dyn Syscall, status: &UnixStream) -> Result<i32, ExecError> {
+    // forge killed outright must not leave a step running: the helper dies with it, and pid 1
+    // (and so the whole namespace) with the helper.
+    sys.set_parent_death_kill()
+        .map_err(|e| ExecError::syscall("prctl(PR_SET_PDEATHSIG)", e))?;
     let request = read_request(status)?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
