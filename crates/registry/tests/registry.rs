@@ -816,3 +816,66 @@ async fn a_pull_that_dies_midway_leaves_nothing_corrupt_and_the_next_pull_resume
     assert_same_blobs(&src, &dst, &all);
     assert!(!dst.staging_path(&layer).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_manifests_and_manifest_lists_round_trip() {
+    let registry = Registry::start(Auth::None, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciDir::create(tmp.path().join("src")).unwrap();
+    let layer = pseudo_random(5000, 25);
+    let layer_digest = src.put_blob(&layer).unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "arm", "variant": "v7", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    }))
+    .unwrap();
+    let config_digest = src.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": layer.len(), "digest": layer_digest}]
+    }))
+    .unwrap();
+    let manifest_digest = src.put_blob(&manifest).unwrap();
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": manifest.len(), "digest": manifest_digest, "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}}]
+    }))
+    .unwrap();
+    let list_digest = src.put_blob(&list).unwrap();
+    let c = client(tmp.path(), None);
+    let target = reference(&registry.host, "docker/img:1");
+    c.push(&src, &list_digest, &target, &PushOptions::default())
+        .await
+        .unwrap();
+
+    let dst = OciDir::create(tmp.path().join("dst")).unwrap();
+    let pulled = c
+        .pull(&target, &"linux/arm".parse().unwrap(), &dst)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.resolved.media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(pulled.resolved.digest, manifest_digest);
+    assert_eq!(pulled.resolved.index.as_ref().unwrap().0, list_digest);
+    assert_same_blobs(
+        &src,
+        &dst,
+        &[
+            layer_digest,
+            config_digest,
+            manifest_digest.clone(),
+            list_digest,
+        ],
+    );
+
+    // Pinned by digest, the manifest itself (no list) is pulled and its digest checked.
+    let pinned = reference(&registry.host, &format!("docker/img@{manifest_digest}"));
+    let resolved = c.resolve(&pinned, &amd64()).await.unwrap();
+    assert!(resolved.index.is_none());
+    assert_eq!(resolved.bytes, manifest);
+}
