@@ -32,10 +32,10 @@ fn mkdir(path: &Path) -> Result<(), ExecError> {
     })
 }
 
-/// This process's cgroup path in a hierarchy (`0::` for v2, `N:controller:` for v1).
-fn own_path(controller: Option<&str>) -> String {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for line in text.lines() {
+/// This process's cgroup path in a hierarchy (`0::` for v2, `N:controller:` for v1), from
+/// the text of /proc/self/cgroup.
+fn own_path(proc_self_cgroup: &str, controller: Option<&str>) -> String {
+    for line in proc_self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, list, path) = (parts.next(), parts.next(), parts.next());
         let (Some(list), Some(path)) = (list, path) else {
@@ -58,10 +58,20 @@ impl StepCgroup {
         if limits.is_empty() {
             return Ok(None);
         }
-        let root = Path::new(CGROUP_ROOT);
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Self::create_at(Path::new(CGROUP_ROOT), &own, name, limits).map(Some)
+    }
+
+    /// [`StepCgroup::create`] under a given cgroup mount root and /proc/self/cgroup text.
+    fn create_at(
+        root: &Path,
+        proc_self_cgroup: &str,
+        name: &str,
+        limits: &ResourceLimits,
+    ) -> Result<Self, ExecError> {
         let mut cgroup = StepCgroup { dirs: Vec::new() };
         if root.join("cgroup.controllers").exists() {
-            let parent = root.join(own_path(None));
+            let parent = root.join(own_path(proc_self_cgroup, None));
             let wanted: Vec<&str> = [
                 limits.memory_bytes.map(|_| "+memory"),
                 limits.pids.map(|_| "+pids"),
@@ -91,12 +101,12 @@ impl StepCgroup {
                     &format!("{} {CPU_PERIOD_US}", c * CPU_PERIOD_US / 1000),
                 )?;
             }
-            return Ok(Some(cgroup));
+            return Ok(cgroup);
         }
         let mut v1 = |controller: &str| -> Result<PathBuf, ExecError> {
             let dir = root
                 .join(controller)
-                .join(own_path(Some(controller)))
+                .join(own_path(proc_self_cgroup, Some(controller)))
                 .join(name);
             mkdir(&dir)?;
             cgroup.dirs.push(dir.clone());
@@ -122,7 +132,7 @@ impl StepCgroup {
                 &(c * CPU_PERIOD_US / 1000).to_string(),
             )?;
         }
-        Ok(Some(cgroup))
+        Ok(cgroup)
     }
 
     /// Moves `pid` (the helper, before it forks anything) into the cgroup.
@@ -147,5 +157,65 @@ impl Drop for StepCgroup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    const LIMITS: ResourceLimits = ResourceLimits {
+        memory_bytes: Some(1 << 30),
+        pids: Some(100),
+        cpu_millis: Some(1500),
+    };
+
+    #[test]
+    fn v2_writes_unified_limits_under_our_own_cgroup() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+        std::fs::create_dir_all(root.path().join("user.slice/forge")).unwrap();
+        let cg =
+            StepCgroup::create_at(root.path(), "0::/user.slice/forge\n", "step1", &LIMITS).unwrap();
+        let parent = root.path().join("user.slice/forge");
+        let dir = parent.join("step1");
+        assert_eq!(cg.dirs, vec![dir.clone()]);
+        assert_eq!(
+            read(&parent.join("cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        assert_eq!(read(&dir.join("memory.max")), "1073741824");
+        assert_eq!(read(&dir.join("pids.max")), "100");
+        assert_eq!(read(&dir.join("cpu.max")), "150000 100000");
+        std::mem::forget(cg);
+    }
+
+    #[test]
+    fn v1_uses_one_directory_per_limited_controller() {
+        let root = tempfile::tempdir().unwrap();
+        for c in ["memory/api/x", "pids", "cpu"] {
+            std::fs::create_dir_all(root.path().join(c)).unwrap();
+        }
+        let own = "9:pids:/\n4:memory:/api/x\n2:cpu,cpuacct:/\n0::/\n";
+        let limits = ResourceLimits {
+            memory_bytes: Some(4096),
+            pids: None,
+            cpu_millis: Some(500),
+        };
+        let cg = StepCgroup::create_at(root.path(), own, "s", &limits).unwrap();
+        let (mem, cpu) = (
+            root.path().join("memory/api/x/s"),
+            root.path().join("cpu/s"),
+        );
+        assert_eq!(cg.dirs, vec![mem.clone(), cpu.clone()]);
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), "4096");
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+        assert!(!root.path().join("pids/s").exists());
+        std::mem::forget(cg);
     }
 }
