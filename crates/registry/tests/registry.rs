@@ -879,3 +879,21 @@ async fn docker_schema2_manifests_and_manifest_lists_round_trip() {
     assert!(resolved.index.is_none());
     assert_eq!(resolved.bytes, manifest);
 }
+
+#[test]
+fn pull_and_push_futures_can_be_spawned() {
+    // The build spawns pulls on a multi-threaded runtime: the futures must be Send.
+    fn assert_send<T: Send>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = OciDir::create(tmp.path()).unwrap();
+    let c = RegistryClient::new(ClientConfig::default()).unwrap();
+    let r = Reference::parse("localhost:1/a:1").unwrap();
+    let platform = Platform::host();
+    let pull = c.pull(&r, &platform, &dir);
+    assert_send(&pull);
+    let options = PushOptions::default();
+    let push = c.push(&dir, "sha256:00", &r, &options);
+    assert_send(&push);
+    let resolve = c.resolve(&r, &platform);
+    assert_send(&resolve);
+}
