@@ -16,7 +16,9 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{self, Mode as Perm, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
+use oci_spec::image::Digest;
 
+use crate::hash::HashingReader;
 use crate::sys;
 use crate::ExportError;
 
@@ -38,9 +40,13 @@ impl Default for UnpackOptions {
     }
 }
 
-/// Counts of what an unpack did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counts of what an unpack did, and the digest of the uncompressed stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnpackStats {
+    /// sha256 of the uncompressed tar: compare with the config's rootfs.diff_ids entry.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
     /// Entries created (files, directories, links, devices), whiteouts not included.
     pub entries: u64,
     /// Bytes of regular-file content written.
@@ -120,12 +126,12 @@ fn run(
         root,
         mode,
         opts,
-        stats: UnpackStats::default(),
+        stats: Counts::default(),
         dirs: Vec::new(),
         written: HashSet::new(),
         cache: None,
     };
-    let mut archive = tar::Archive::new(decompress(reader)?);
+    let mut archive = tar::Archive::new(HashingReader::new(decompress(reader)?));
     let entries = archive
         .entries()
         .map_err(|source| ExportError::ReadArchive {
@@ -140,7 +146,32 @@ fn run(
         unpacker.entry(&mut entry)?;
     }
     unpacker.finish()?;
-    Ok(unpacker.stats)
+    // The tar reader stops at the end-of-archive blocks; the diff_id covers every byte.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| ExportError::ReadArchive {
+        entry: None,
+        source,
+    })?;
+    let (diff_id, uncompressed_size) = rest.finish();
+    let Counts {
+        entries,
+        bytes,
+        whiteouts,
+    } = unpacker.stats;
+    Ok(UnpackStats {
+        diff_id,
+        uncompressed_size,
+        entries,
+        bytes,
+        whiteouts,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    entries: u64,
+    bytes: u64,
+    whiteouts: u64,
 }
 
 type Components = Vec<Vec<u8>>;
@@ -173,7 +204,7 @@ struct Unpacker<'a> {
     root: OwnedFd,
     mode: Mode,
     opts: &'a UnpackOptions,
-    stats: UnpackStats,
+    stats: Counts,
     /// Directories and their mtimes, set at the end because creating children changes them.
     dirs: Vec<(Components, i64)>,
     /// Paths this layer wrote (flatten mode): an opaque marker keeps them.

@@ -46,6 +46,11 @@ fn rich_tree_round_trips_through_each_compression() {
         let dst = tmp.path().join(format!("dst-{compression:?}"));
         let stats = unpack_layer(blob.as_slice(), &dst, &UnpackOptions::default()).unwrap();
         assert_eq!(stats.whiteouts, 2, "one whiteout and one opaque marker");
+        assert_eq!(
+            stats.diff_id, info.diff_id,
+            "unpack computes the diff_id while reading"
+        );
+        assert_eq!(stats.uncompressed_size, info.uncompressed_size);
         let actual = describe(&dst);
         assert_eq!(
             actual.keys().collect::<Vec<_>>(),
