@@ -677,6 +677,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn plain_http_is_refused_for_other_hosts() {
+        let c = RegistryClient::new(ClientConfig::default()).unwrap();
+        let op = Op::new("pull manifest", "x");
+        let err = c.ping("http://10.1.2.3:5000", &op, None).await.unwrap_err();
+        assert!(
+            matches!(err, RegistryError::InsecureNotAllowed { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("10.1.2.3:5000"), "{err}");
+    }
+
     #[test]
     fn registry_error_bodies() {
         let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
