@@ -125,6 +125,8 @@ fn prepare(sys: &dyn Syscall, step: &StepProcess<'_>) -> Result<PathBuf, ExecErr
         .map_err(|e| ExecError::syscall("setrlimit(RLIMIT_NOFILE)", e))?;
     sys.cloexec_from(3)
         .map_err(|e| ExecError::syscall("close_range(3.., CLOEXEC)", e))?;
+    sys.reset_signals()
+        .map_err(|e| ExecError::syscall("reset signal dispositions", e))?;
     let caps = step.caps & current_permitted_caps();
     sys.drop_bounding_caps(caps)
         .map_err(|e| ExecError::syscall("prctl(PR_CAPBSET_DROP)", e))?;
@@ -236,6 +238,7 @@ mod tests {
             [
                 "rlimit",
                 "cloexec_from",
+                "reset_signals",
                 "capbset",
                 "set_ids",
                 "no_new_privs",
@@ -243,7 +246,7 @@ mod tests {
                 "exec"
             ]
         );
-        assert_eq!(calls[3], "set_ids 1000:1000 [1000, 50]");
+        assert_eq!(calls[4], "set_ids 1000:1000 [1000, 50]");
     }
 
     #[test]

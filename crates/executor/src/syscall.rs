@@ -65,6 +65,9 @@ pub(crate) trait Syscall {
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> io::Result<()>;
     /// Marks every descriptor from `first` up close-on-exec, so none leaks into the step.
     fn cloexec_from(&self, first: u32) -> io::Result<()>;
+    /// Every signal back to its default disposition and unblocked: exec keeps ignored signals
+    /// ignored, and forge (like every Rust program) ignores SIGPIPE.
+    fn reset_signals(&self) -> io::Result<()>;
     /// Reads an extended attribute without following symlinks; `None` when absent.
     fn get_xattr(&self, path: &Path, name: &str) -> io::Result<Option<Vec<u8>>>;
     /// fork(2). Only called by the single-threaded helper process.
@@ -295,6 +298,51 @@ impl Syscall for LinuxSyscall {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn reset_signals(&self) -> io::Result<()> {
+        // The kernel's struct sigaction for x86_64 and aarch64 (handler, flags, restorer, mask).
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: libc::c_ulong,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SIGRTMAX is 64 on Linux; SIGKILL and SIGSTOP cannot be changed. The raw syscall,
+        // because glibc refuses to touch the two real-time signals it reserves, and an ignored
+        // disposition of those (inherited from whoever started forge) would survive exec too.
+        for signo in 1..=64 {
+            if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: rt_sigaction reads one kernel sigaction of the layout above (sigsetsize
+            // 8) and writes nothing (null old action); SIG_DFL runs no handler code.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signo,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        )
+        .map_err(io::Error::from)
     }
 
     fn get_xattr(&self, path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -533,6 +581,10 @@ pub(crate) mod fake {
         }
         fn cloexec_from(&self, first: u32) -> io::Result<()> {
             self.record(format!("cloexec_from {first}"));
+            Ok(())
+        }
+        fn reset_signals(&self) -> io::Result<()> {
+            self.record("reset_signals".into());
             Ok(())
         }
         fn get_xattr(&self, _path: &Path, _name: &str) -> io::Result<Option<Vec<u8>>> {

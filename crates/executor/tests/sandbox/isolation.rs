@@ -206,3 +206,19 @@ fn insecure_is_refused_unless_allowed() {
         )
     );
 }
+
+#[test]
+fn step_starts_with_default_signal_dispositions() {
+    // forge (Rust) ignores SIGPIPE; a step must not inherit that, or `yes | head -1` spins.
+    // No shell in between: busybox sh sets dispositions of its own.
+    let s = Scratch::new();
+    let mut spec = s.spec("");
+    spec.argv = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+        .map(String::from)
+        .to_vec();
+    let out = run_step(&s.config(native()), &spec).ok();
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
