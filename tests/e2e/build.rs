@@ -1,0 +1,266 @@
+//! The solver seen from outside: concurrency of independent stages, the cache across builds,
+//! what a changed file or build arg reruns, `--target`, and how failures are reported.
+
+use crate::forgetest;
+
+forgetest!(independent_stages_run_at_the_same_time, |t| {
+    t.dockerfile(
+        "FROM busybox:latest AS a\n\
+         RUN sleep 1 && echo from-a > /a\n\
+         FROM busybox:latest AS b\n\
+         RUN sleep 1 && echo from-b > /b\n\
+         FROM busybox:latest\n\
+         COPY --from=a /a /a\n\
+         COPY --from=b /b /b\n",
+    );
+    let built = t.build_ok(&["-t", "par:1"]);
+    let a = built.step("[a 2/2] RUN");
+    let b = built.step("[b 2/2] RUN");
+    let (a0, a1) = a
+        .window
+        .unwrap_or_else(|| panic!("no window for {a:?}:\n{}", built.log));
+    let (b0, b1) = b
+        .window
+        .unwrap_or_else(|| panic!("no window for {b:?}:\n{}", built.log));
+    assert!(
+        a0 < b1 && b0 < a1,
+        "the two independent RUN steps did not overlap: a [{a0} -> {a1}], b [{b0} -> {b1}]\n{}",
+        built.log
+    );
+    assert_eq!(t.sh("par:1", "cat /a /b"), "from-a\nfrom-b\n");
+});
+
+forgetest!(independent_stages_overlap_in_json_progress, |t| {
+    t.dockerfile(
+        "FROM busybox:latest AS a\nRUN sleep 1\nFROM busybox:latest AS b\nRUN sleep 1\n\
+         FROM busybox:latest\nCOPY --from=a /etc/passwd /a\nCOPY --from=b /etc/passwd /b\n",
+    );
+    let ctx = t.ctx().display().to_string();
+    let run = t.forge(&["build", "--progress", "json", &ctx]);
+    assert!(run.success(), "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let window = |stage: &str| {
+        let step = events
+            .iter()
+            .find(|e| {
+                e["event"] == "started"
+                    && e["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with(&format!("[{stage} 2/2] RUN"))
+            })
+            .unwrap_or_else(|| panic!("no started event for stage {stage}:\n{}", run.stdout))
+            ["step"]
+            .clone();
+        let time = |kind: &str| {
+            events
+                .iter()
+                .find(|e| e["event"] == kind && e["step"] == step)
+                .and_then(|e| e["time"].as_f64())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {kind} event with a time for step {step}:\n{}",
+                        run.stdout
+                    )
+                })
+        };
+        (time("started"), time("done"))
+    };
+    let (a0, a1) = window("a");
+    let (b0, b1) = window("b");
+    assert!(
+        a0 < b1 && b0 < a1,
+        "no overlap: a [{a0} -> {a1}], b [{b0} -> {b1}]"
+    );
+});
+
+forgetest!(second_build_is_all_cached_with_the_same_id, |t| {
+    t.write("app.sh", "echo app\n");
+    t.dockerfile(
+        "FROM busybox:latest AS build\n\
+         WORKDIR /src\n\
+         COPY app.sh .\n\
+         ENV MODE=release\n\
+         RUN sh app.sh > /out && echo $MODE >> /out\n\
+         FROM busybox:latest\n\
+         COPY --from=build /out /out\n\
+         CMD [\"cat\", \"/out\"]\n",
+    );
+    let first = t.build_ok(&["-t", "cached:1"]);
+    let second = t.build_ok(&["-t", "cached:1"]);
+    assert_eq!(
+        first.id, second.id,
+        "a rebuild of the same input changed the image id"
+    );
+    let steps = second.steps();
+    let work: Vec<_> = steps.iter().filter(|s| !s.name.contains("FROM")).collect();
+    assert!(work.len() >= 4, "too few steps in:\n{}", second.log);
+    for s in work {
+        assert!(
+            s.cached,
+            "step {:?} was not CACHED on the second build:\n{}",
+            s.name, second.log
+        );
+    }
+    // -q prints just the id.
+    let ctx = t.ctx().display().to_string();
+    let quiet = t.forge(&["build", "-q", &ctx]);
+    assert!(quiet.success(), "{}", quiet.stderr);
+    assert_eq!(quiet.stdout.trim(), first.id);
+    assert_eq!(t.run_ok("cached:1", &[]), "app\nrelease\n");
+});
+
+forgetest!(changed_context_file_reruns_from_its_copy, |t| {
+    t.write("a.txt", "one\n");
+    t.write("b.txt", "bee\n");
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         RUN echo early > /early\n\
+         COPY b.txt /b.txt\n\
+         COPY a.txt /a.txt\n\
+         RUN cat /a.txt > /derived\n",
+    );
+    t.build_ok(&[]);
+    t.write("a.txt", "two\n");
+    let second = t.build_ok(&["-t", "changed:1"]);
+    assert!(second.step("RUN echo early").cached, "{}", second.log);
+    assert!(second.step("COPY b.txt").cached, "{}", second.log);
+    let copy = second.step("COPY a.txt");
+    assert!(!copy.cached, "{}", second.log);
+    assert_eq!(
+        copy.miss.as_deref(),
+        Some("file \"a.txt\" in the build context changed"),
+        "{}",
+        second.log
+    );
+    let run = second.step("RUN cat /a.txt");
+    assert!(!run.cached && run.done, "{}", second.log);
+    assert_eq!(t.sh("changed:1", "cat /derived"), "two\n");
+});
+
+forgetest!(changed_build_arg_reruns_only_steps_that_see_it, |t| {
+    t.dockerfile(
+        "FROM busybox:latest AS other\n\
+         RUN echo other > /other\n\
+         FROM busybox:latest\n\
+         RUN echo before > /before\n\
+         ARG V=1\n\
+         RUN echo $V > /v\n\
+         COPY --from=other /other /other\n",
+    );
+    t.build_ok(&["--build-arg", "V=1"]);
+    let again = t.build_ok(&["--build-arg", "V=1"]);
+    assert!(
+        again.step("RUN echo $V").cached,
+        "same arg, same cache:\n{}",
+        again.log
+    );
+    let second = t.build_ok(&["--build-arg", "V=2", "-t", "arg:2"]);
+    assert!(second.step("RUN echo other").cached, "{}", second.log);
+    assert!(second.step("RUN echo before").cached, "{}", second.log);
+    let v = second.step("RUN echo $V");
+    assert!(!v.cached, "{}", second.log);
+    let reason = v.miss.clone().unwrap_or_default();
+    assert!(
+        reason.contains("V") && reason.contains("changed"),
+        "miss reason {reason:?}"
+    );
+    assert_eq!(t.sh("arg:2", "cat /v /before /other"), "2\nbefore\nother\n");
+});
+
+forgetest!(
+    target_builds_only_the_named_stage_and_its_dependencies,
+    |t| {
+        t.dockerfile(
+            "FROM busybox:latest AS base\n\
+         RUN echo base > /base\n\
+         FROM busybox:latest AS broken\n\
+         RUN exit 1\n\
+         FROM base AS mid\n\
+         RUN echo mid > /mid\n\
+         FROM mid AS last\n\
+         RUN echo last > /last\n",
+        );
+        let built = t.build_ok(&["--target", "mid", "-t", "tgt:mid"]);
+        assert!(
+            !built.log.contains("[broken"),
+            "an unneeded stage ran:\n{}",
+            built.log
+        );
+        assert!(
+            !built.log.contains("[last"),
+            "a later stage ran:\n{}",
+            built.log
+        );
+        assert_eq!(
+            t.sh("tgt:mid", "cat /base /mid; test -e /last || echo no-last"),
+            "base\nmid\nno-last\n"
+        );
+        let missing = t.build_err(&["--target", "nosuch"]);
+        assert!(missing.stderr.contains("nosuch"), "{}", missing.stderr);
+    }
+);
+
+forgetest!(failing_run_names_its_line_and_exit_code, |t| {
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         RUN echo fine\n\
+         RUN echo going-down && exit 7\n\
+         RUN echo never > /never\n",
+    );
+    let run = t.build_err(&[]);
+    assert_eq!(run.status, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Dockerfile:3"),
+        "no Dockerfile:3 in:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("exit code 7")
+            || run.stderr.contains("exit status 7")
+            || run.stderr.contains("code: 7"),
+        "the exit code 7 is not named:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("going-down"),
+        "the step's output is not shown:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("RUN echo never"),
+        "a step after the failure started:\n{}",
+        run.stderr
+    );
+});
+
+forgetest!(dockerfile_error_is_reported_before_anything_runs, |t| {
+    t.dockerfile("FROM busybox:latest\nRUN echo hi > /hi\nCOPY --nonsense=1 a /a\n");
+    let run = t.build_err(&[]);
+    assert!(
+        run.stderr.contains("Dockerfile:3:"),
+        "no Dockerfile:3:COL in:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains('^'),
+        "no caret under the error:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("#1 ")),
+        "a step started:\n{}",
+        run.stderr
+    );
+});
+
+forgetest!(missing_base_image_is_named, |t| {
+    t.dockerfile("FROM nosuchimage:9\nRUN true\n");
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("nosuchimage"), "{}", run.stderr);
+});
