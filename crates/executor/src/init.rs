@@ -103,6 +103,8 @@ fn helper(sys: &dyn Syscall, status: &UnixStream) -> Result<i32, ExecError> {
     // (and so the whole namespace) with the helper.
     sys.set_parent_death_kill()
         .map_err(|e| ExecError::syscall("prctl(PR_SET_PDEATHSIG)", e))?;
+    // Docker's umask, whatever forge's is: mount points, WORKDIR and the step's files.
+    sys.set_umask(0o022);
     let request = read_request(status)?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS

@@ -68,6 +68,8 @@ pub(crate) trait Syscall {
     /// Every signal back to its default disposition and unblocked: exec keeps ignored signals
     /// ignored, and forge (like every Rust program) ignores SIGPIPE.
     fn reset_signals(&self) -> io::Result<()>;
+    /// Sets the file mode creation mask.
+    fn set_umask(&self, mask: u32);
     /// Reads an extended attribute without following symlinks; `None` when absent.
     fn get_xattr(&self, path: &Path, name: &str) -> io::Result<Option<Vec<u8>>>;
     /// fork(2). Only called by the single-threaded helper process.
@@ -298,6 +300,10 @@ impl Syscall for LinuxSyscall {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn set_umask(&self, mask: u32) {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
 
     fn reset_signals(&self) -> io::Result<()> {
@@ -582,6 +588,9 @@ pub(crate) mod fake {
         fn cloexec_from(&self, first: u32) -> io::Result<()> {
             self.record(format!("cloexec_from {first}"));
             Ok(())
+        }
+        fn set_umask(&self, mask: u32) {
+            self.record(format!("umask {mask:o}"));
         }
         fn reset_signals(&self) -> io::Result<()> {
             self.record("reset_signals".into());
