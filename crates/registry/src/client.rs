@@ -371,7 +371,7 @@ impl RegistryClient {
     }
 
     /// The Authorization header value for a request needing `scopes`, fetching a token if needed.
-    async fn authorization(
+    pub(crate) async fn authorization(
         &self,
         ep: &Endpoint,
         scopes: &[String],

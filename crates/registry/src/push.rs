@@ -125,6 +125,8 @@ impl RegistryClient {
                 scopes.push(format!("repository:{from}:pull"));
             }
         }
+        // One token for the whole push, before the blobs go concurrently (each would fetch its own).
+        self.authorization(&ep, &scopes, &op).await?;
         let bytes = read_all(source, manifest_digest, &op)?;
         let media_type = media_type_of(&bytes);
         let mut blobs = Vec::new();

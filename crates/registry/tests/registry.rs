@@ -275,6 +275,12 @@ async fn bearer_tokens_with_scopes_and_a_mount_across_repositories() {
         seen.contains(&"repository:base/img:pull".to_string()),
         "{seen:?}"
     );
+    // One token per push, not one per concurrent blob request.
+    let base_push = seen
+        .iter()
+        .filter(|s| *s == "repository:base/img:pull,push")
+        .count();
+    assert_eq!(base_push, 1, "{seen:?}");
 
     // The mounted image pulls back whole with a pull-only token.
     let dst = OciDir::create(tmp.path().join("dst")).unwrap();
