@@ -150,6 +150,7 @@ fn pid1(sys: &dyn Syscall, status: &UnixStream, request: &InitRequest) -> Result
     let spec = &request.spec;
     sys.set_parent_death_kill()
         .map_err(|e| ExecError::syscall("prctl(PR_SET_PDEATHSIG)", e))?;
+    sys.setsid().map_err(|e| ExecError::syscall("setsid", e))?;
     let layout = RunLayout {
         dir: request.run_dir.clone(),
     };

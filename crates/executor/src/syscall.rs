@@ -70,6 +70,8 @@ pub(crate) trait Syscall {
     fn reset_signals(&self) -> io::Result<()>;
     /// Sets the file mode creation mask.
     fn set_umask(&self, mask: u32);
+    /// Starts a new session: no controlling terminal, so /dev/tty cannot reach forge's.
+    fn setsid(&self) -> io::Result<()>;
     /// Reads an extended attribute without following symlinks; `None` when absent.
     fn get_xattr(&self, path: &Path, name: &str) -> io::Result<Option<Vec<u8>>>;
     /// fork(2). Only called by the single-threaded helper process.
@@ -300,6 +302,10 @@ impl Syscall for LinuxSyscall {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn setsid(&self) -> io::Result<()> {
+        nix::unistd::setsid().map(drop).map_err(io::Error::from)
     }
 
     fn set_umask(&self, mask: u32) {
@@ -587,6 +593,10 @@ pub(crate) mod fake {
         }
         fn cloexec_from(&self, first: u32) -> io::Result<()> {
             self.record(format!("cloexec_from {first}"));
+            Ok(())
+        }
+        fn setsid(&self) -> io::Result<()> {
+            self.record("setsid".into());
             Ok(())
         }
         fn set_umask(&self, mask: u32) {

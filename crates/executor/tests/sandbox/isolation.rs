@@ -222,3 +222,10 @@ fn step_starts_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
 }
+
+#[test]
+fn step_has_no_controlling_terminal_of_forge() {
+    // A session of its own, led by the sandbox's pid 1: /dev/tty cannot reach forge's terminal.
+    let out = run_ok("cut -d' ' -f6,7 /proc/self/stat");
+    assert_eq!(out, "1 0\n");
+}
