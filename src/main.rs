@@ -37,10 +37,6 @@ enum Command {
     Login(commands::login::LoginArgs),
     /// Log out of a registry: remove its credentials.
     Logout(commands::login::LogoutArgs),
-    /// Remove build cache (least recently used first); named images are kept.
-    Prune(commands::prune::PruneArgs),
-    /// Store-wide commands (`forge system df`).
-    System(commands::system::SystemArgs),
     /// Plan a build: the graph of steps and the image config of each stage (text, JSON or DOT).
     Plan(commands::plan::PlanArgs),
     /// Build an image from a Dockerfile.
@@ -107,8 +103,6 @@ fn main() -> ExitCode {
         Command::System(args) => commands::system::run(&globals, args),
         Command::Login(args) => commands::login::run_login(&globals, args),
         Command::Logout(args) => commands::login::run_logout(&globals, args),
-        Command::Prune(args) => commands::prune::run(&globals, args),
-        Command::System(args) => commands::system::run(&globals, args),
         Command::Plan(args) => commands::plan::run(&globals, args),
         Command::Build(args) => commands::build::run(&globals, args),
         Command::Run(args) => commands::run::run(&globals, args),

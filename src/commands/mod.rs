@@ -5,8 +5,6 @@ pub(crate) mod login;
 pub(crate) mod parse;
 pub(crate) mod prune;
 pub(crate) mod system;
-pub(crate) mod prune;
-pub(crate) mod system;
 pub(crate) mod plan;
 pub(crate) mod build;
 pub(crate) mod images;
