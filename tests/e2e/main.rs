@@ -9,5 +9,6 @@ mod build;
 mod config;
 mod copy;
 mod images;
+mod more;
 mod mounts;
 mod run;

@@ -1,0 +1,177 @@
+//! Beyond the basics: deletions across layers, reproducible ids, concurrent builds in one
+//! store, Dockerfiles on stdin, config-only instructions, and the repository's own example.
+
+use std::path::Path;
+
+use crate::forgetest;
+use crate::harness::TestEnv;
+
+forgetest!(deletions_in_later_layers_hide_files, |t| {
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         RUN mkdir -p /d/sub && echo x > /d/sub/f && echo y > /d/keep && echo z > /gone\n\
+         RUN rm /gone && rm -rf /d/sub && echo again > /d/new\n\
+         RUN rm -rf /d && mkdir /d && echo fresh > /d/only\n\
+         RUN rm /etc/group\n",
+    );
+    t.build_ok(&["-t", "wh:1"]);
+    assert_eq!(
+        t.sh(
+            "wh:1",
+            "ls -A /d; test -e /gone || echo no-gone; test -e /etc/group || echo no-group"
+        ),
+        "only\nno-gone\nno-group\n"
+    );
+    // The same holds for an image built FROM it (the layers are read back from the store).
+    t.dockerfile("FROM wh:1\nRUN ls -A /d > /listing\n");
+    t.build_ok(&["-t", "wh:2"]);
+    assert_eq!(t.sh("wh:2", "cat /listing"), "only\n");
+});
+
+forgetest!(source_date_epoch_gives_the_same_id_in_two_stores, |t| {
+    let df = "FROM busybox:latest\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && touch /stamp\n";
+    t.write("a.txt", "same\n");
+    t.dockerfile(df);
+    let other = TestEnv::new("source_date_epoch_gives_the_same_id_in_two_stores (second store)");
+    other.write("a.txt", "same\n");
+    other.dockerfile(df);
+    let ids: Vec<String> = [t, &other]
+        .iter()
+        .map(|env| {
+            let ctx = env.ctx().display().to_string();
+            let mut cmd = std::process::Command::new(crate::harness::forge_exe());
+            let out = cmd
+                .env("FORGE_ROOT", env.root())
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["build", "-q", &ctx])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids[0], ids[1],
+        "SOURCE_DATE_EPOCH builds of the same input differ between stores"
+    );
+});
+
+forgetest!(concurrent_builds_share_one_store, |t| {
+    t.write("f.txt", "f\n");
+    t.dockerfile("FROM busybox:latest\nCOPY f.txt /f.txt\nRUN sleep 1 && cat /f.txt > /g.txt\n");
+    let ctx = t.ctx().display().to_string();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            std::process::Command::new(crate::harness::forge_exe())
+                .env("FORGE_ROOT", t.root())
+                .args(["build", "-q", "-t", &format!("conc:{i}"), &ctx])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a concurrent build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    for i in 0..3 {
+        assert_eq!(t.sh(&format!("conc:{i}"), "cat /g.txt"), "f\n");
+    }
+    // Content is the same; a later cached build agrees with at least one of them.
+    let again = t.build_ok(&[]);
+    assert!(ids.contains(&again.id), "{ids:?} vs {}", again.id);
+});
+
+forgetest!(dockerfile_from_stdin, |t| {
+    t.write("in-context.txt", "ctx\n");
+    let ctx = t.ctx().display().to_string();
+    let df = b"FROM busybox:latest\nCOPY in-context.txt /c.txt\n";
+    let run = t.forge_stdin(&["build", "-q", "-t", "stdin:1", "-f", "-", &ctx], Some(df));
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(t.sh("stdin:1", "cat /c.txt"), "ctx\n");
+    // No context at all: a Dockerfile on stdin that needs none.
+    let run = t.forge_stdin(
+        &["build", "-q", "-t", "stdin:2", "-"],
+        Some(b"FROM busybox:latest\nRUN echo no-context > /n\n"),
+    );
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(t.sh("stdin:2", "cat /n"), "no-context\n");
+});
+
+forgetest!(a_failing_stage_fails_the_build_while_a_sibling_runs, |t| {
+    t.dockerfile(
+        "FROM busybox:latest AS slow\nRUN sleep 2 && echo slow > /s\n\
+         FROM busybox:latest AS bad\nRUN exit 4\n\
+         FROM busybox:latest\nCOPY --from=slow /s /s\nCOPY --from=bad /etc/passwd /p\n",
+    );
+    let run = t.build_err(&["-t", "never:1"]);
+    assert!(run.stderr.contains("Dockerfile:4"), "{}", run.stderr);
+    let images = t.forge(&["images"]).stdout;
+    assert!(
+        !images.contains("never"),
+        "a failed build tagged its image:\n{images}"
+    );
+});
+
+forgetest!(config_instructions_reach_the_image_config, |t| {
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         LABEL org.example.a=1 \"b c\"=\"d e\"\n\
+         EXPOSE 8080 53/udp\n\
+         STOPSIGNAL SIGINT\n\
+         VOLUME /data\n\
+         SHELL [\"/bin/sh\", \"-e\", \"-c\"]\n\
+         RUN echo shell-form > /s\n\
+         HEALTHCHECK --interval=5s CMD true\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         CMD [\"echo configured\"]\n",
+    );
+    t.build_ok(&["-t", "conf:1"]);
+    let c = t.config("conf:1");
+    assert_eq!(c["Labels"]["org.example.a"], "1", "{c}");
+    assert_eq!(c["Labels"]["b c"], "d e", "{c}");
+    assert!(c["ExposedPorts"].get("8080/tcp").is_some(), "{c}");
+    assert!(c["ExposedPorts"].get("53/udp").is_some(), "{c}");
+    assert_eq!(c["StopSignal"], "SIGINT", "{c}");
+    assert!(c["Volumes"].get("/data").is_some(), "{c}");
+    assert_eq!(t.run_ok("conf:1", &[]), "configured\n");
+    // The ENTRYPOINT is `sh -c`, so an argument is a script.
+    assert_eq!(t.run_ok("conf:1", &["cat /s"]), "shell-form\n");
+});
+
+forgetest!(global_arg_picks_the_base_and_stages_inherit, |t| {
+    t.dockerfile(
+        "ARG BASE=busybox:latest\n\
+         FROM ${BASE} AS first\n\
+         ENV FROM_FIRST=yes\n\
+         WORKDIR /first\n\
+         FROM first\n\
+         ARG BASE\n\
+         RUN echo \"$BASE $FROM_FIRST $(pwd)\" > /seen\n",
+    );
+    t.build_ok(&["-t", "garg:1"]);
+    assert_eq!(t.sh("garg:1", "cat /seen"), "busybox:latest yes /first\n");
+});
+
+forgetest!(the_hello_example_builds_and_runs, |t| {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+    for entry in std::fs::read_dir(&example).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), t.ctx().join(entry.file_name())).unwrap();
+    }
+    let first = t.build_ok(&["-t", "hello:1"]);
+    assert_eq!(t.run_ok("hello:1", &[]), "hello from forge\n");
+    let second = t.build_ok(&["-t", "hello:1"]);
+    assert_eq!(first.id, second.id);
+});
