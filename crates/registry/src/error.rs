@@ -200,6 +200,14 @@ pub enum BlobError {
     #[error("blob {digest} is missing")]
     Missing { digest: String },
 
+    /// Reading a blob to push failed.
+    #[error("reading blob {digest}: {source}")]
+    Read {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Writing received bytes into the staged blob failed.
     #[error("writing blob {digest}: {source}")]
     Write {

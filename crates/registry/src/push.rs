@@ -62,12 +62,23 @@ fn read_all(source: &dyn BlobSource, digest: &str, op: &Op) -> Result<Vec<u8>, R
     let mut reader = source.open_blob(digest).map_err(blob_err)?;
     let mut out = Vec::new();
     reader.read_to_end(&mut out).map_err(|e| {
-        blob_err(BlobError::Write {
+        blob_err(BlobError::Read {
             digest: digest.to_string(),
             source: e,
         })
     })?;
     Ok(out)
+}
+
+type ChunkRead = tokio::task::JoinHandle<(Box<dyn Read + Send>, std::io::Result<Vec<u8>>)>;
+
+/// Reads the next `want` bytes of `reader` on a blocking thread, handing the reader back.
+fn read_chunk(mut reader: Box<dyn Read + Send>, want: u64) -> ChunkRead {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(want as usize);
+        let res = (&mut reader).take(want).read_to_end(&mut buf).map(|_| buf);
+        (reader, res)
+    })
 }
 
 fn media_type_of(bytes: &[u8]) -> String {
@@ -304,32 +315,26 @@ impl RegistryClient {
             target: op.target.clone(),
             source,
         };
-        let mut reader = Some(source.open_blob(digest).map_err(blob_err)?);
+        let chunk_size = self.config.chunk_size.max(1);
+        let read_err = |source| {
+            blob_err(BlobError::Read {
+                digest: digest.to_string(),
+                source,
+            })
+        };
+        // The next chunk is read while the current one is sent.
+        let reader = source.open_blob(digest).map_err(blob_err)?;
+        let mut pending = Some(read_chunk(reader, chunk_size.min(size)));
         let mut offset = 0u64;
         let mut chunks = 0u32;
-        let chunk_size = self.config.chunk_size.max(1);
         while offset < size {
             let want = chunk_size.min(size - offset);
-            let mut r = reader.take().expect("reader is put back after each chunk");
-            let (r, chunk) = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(want as usize);
-                let res = (&mut r).take(want).read_to_end(&mut buf).map(|_| buf);
-                (r, res)
-            })
-            .await
-            .map_err(|e| {
-                blob_err(BlobError::Write {
-                    digest: digest.to_string(),
-                    source: std::io::Error::other(e),
-                })
-            })?;
-            reader = Some(r);
-            let chunk = Bytes::from(chunk.map_err(|e| {
-                blob_err(BlobError::Write {
-                    digest: digest.to_string(),
-                    source: e,
-                })
-            })?);
+            let (reader, chunk) = pending
+                .take()
+                .expect("a read is pending while bytes remain")
+                .await
+                .map_err(|e| read_err(std::io::Error::other(e)))?;
+            let chunk = Bytes::from(chunk.map_err(read_err)?);
             if chunk.len() as u64 != want {
                 return Err(RegistryError::SizeMismatch {
                     action: op.action.clone(),
@@ -338,6 +343,9 @@ impl RegistryClient {
                     expected: size,
                     actual: offset + chunk.len() as u64,
                 });
+            }
+            if offset + want < size {
+                pending = Some(read_chunk(reader, chunk_size.min(size - offset - want)));
             }
             let end = offset + want - 1;
             let url = location.clone();
