@@ -210,7 +210,14 @@ fn mount_err(from: &str, target: &Path, fstype: &str, err: std::io::Error) -> Ex
     }
 }
 
-fn bind(sys: &dyn Syscall, source: &Path, target: &Path, readonly: bool) -> Result<(), ExecError> {
+/// A recursive bind mount, then (when `remount` is not empty) a remount of it with those flags
+/// (read-only, nodev).
+fn bind(
+    sys: &dyn Syscall,
+    source: &Path,
+    target: &Path,
+    remount: MsFlags,
+) -> Result<(), ExecError> {
     let from = source.display().to_string();
     sys.mount(
         Some(source),
@@ -220,18 +227,24 @@ fn bind(sys: &dyn Syscall, source: &Path, target: &Path, readonly: bool) -> Resu
         None,
     )
     .map_err(|e| mount_err(&from, target, "bind", e))?;
-    if readonly {
+    if !remount.is_empty() {
         sys.mount(
             None,
             target,
             None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_REC | remount,
             None,
         )
-        .map_err(|e| mount_err(&from, target, "bind (read-only remount)", e))?;
+        .map_err(|e| mount_err(&from, target, "bind (remount)", e))?;
     }
     Ok(())
 }
+
+/// Flags for everything the step can write to: a device node it makes with CAP_MKNOD (Docker's
+/// default set has it) must not open a host disk. Docker gets that from the devices cgroup;
+/// nodev works the same on cgroup v1 and v2.
+const NODEV: MsFlags = MsFlags::MS_NODEV;
+const RO_NODEV: MsFlags = MsFlags::MS_RDONLY.union(MsFlags::MS_NODEV);
 
 fn fs_mount(
     sys: &dyn Syscall,
@@ -288,7 +301,12 @@ pub(crate) fn mount_overlay(
         &spec.workdir,
     )?;
     let rootfs = layout.rootfs();
-    fs_mount(sys, "overlay", &rootfs, MsFlags::empty(), Some(&data))
+    let flags = if spec.security == SecurityMode::Insecure {
+        MsFlags::empty()
+    } else {
+        NODEV
+    };
+    fs_mount(sys, "overlay", &rootfs, flags, Some(&data))
 }
 
 /// The files the sandbox provides under /etc: `(name, content)` for each of [`ETC_FILES`].
@@ -355,18 +373,18 @@ pub(crate) fn setup_rootfs(
     fs_mount(sys, "proc", &proc, nosuid_nodev_noexec, None)?;
 
     let dev = ensure_target(sys, &root, upper, "/dev", TargetKind::Dir, &mut trace)?;
-    fs_mount(
-        sys,
-        "tmpfs",
-        &dev,
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
+    // The device nodes below are bind mounts of the host's, which keep their own flags.
+    let dev_flags = if insecure {
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME
+    } else {
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | NODEV
+    };
+    fs_mount(sys, "tmpfs", &dev, dev_flags, Some("mode=755,size=65536k"))?;
     for name in DEVICES {
         let node = dev.join(name);
         sys.create_file(&node, 0o666)
             .map_err(|e| ExecError::fs("create device node", &node, e))?;
-        bind(sys, &Path::new("/dev").join(name), &node, false)?;
+        bind(sys, &Path::new("/dev").join(name), &node, MsFlags::empty())?;
     }
     let pts = dev.join("pts");
     sys.mkdir(&pts, 0o755)
@@ -411,7 +429,7 @@ pub(crate) fn setup_rootfs(
     for name in ETC_FILES {
         let target = format!("/etc/{name}");
         let at = ensure_target(sys, &root, upper, &target, TargetKind::File, &mut trace)?;
-        bind(sys, &layout.etc_file(name), &at, true)?;
+        bind(sys, &layout.etc_file(name), &at, RO_NODEV)?;
     }
 
     mount_user_mounts(sys, spec, layout, &mut trace)?;
@@ -478,7 +496,7 @@ fn mount_user_mounts(
                 };
                 let at = ensure_target(sys, &root, upper, &target, target_kind, trace)?;
                 if !readwrite {
-                    bind(sys, &host, &at, true)?;
+                    bind(sys, &host, &at, RO_NODEV)?;
                     continue;
                 }
                 // rw: writes go to a throwaway layer, never to the source.
@@ -497,19 +515,20 @@ fn mount_user_mounts(
                         up.display(),
                         work.display()
                     );
-                    fs_mount(sys, "overlay", &at, MsFlags::empty(), Some(&data))?;
+                    fs_mount(sys, "overlay", &at, NODEV, Some(&data))?;
                 } else {
                     let copy = scratch.join("file");
                     sys.copy_file(&host, &copy)
                         .map_err(|e| ExecError::fs("copy", &host, e))?;
-                    bind(sys, &copy, &at, false)?;
+                    bind(sys, &copy, &at, NODEV)?;
                 }
             }
             MountSpec::Cache {
                 host_dir, readonly, ..
             } => {
                 let at = ensure_target(sys, &root, upper, &target, TargetKind::Dir, trace)?;
-                bind(sys, host_dir, &at, *readonly)?;
+                let flags = if *readonly { RO_NODEV } else { NODEV };
+                bind(sys, host_dir, &at, flags)?;
             }
             MountSpec::Tmpfs { size_bytes, .. } => {
                 let at = ensure_target(sys, &root, upper, &target, TargetKind::Dir, trace)?;
@@ -551,12 +570,12 @@ fn mount_user_mounts(
                 sys.chown(&file, *uid, *gid)
                     .map_err(|e| ExecError::fs("chown", &file, e))?;
                 let at = ensure_target(sys, &root, upper, &target, TargetKind::File, trace)?;
-                bind(sys, &file, &at, true)?;
+                bind(sys, &file, &at, RO_NODEV)?;
             }
             MountSpec::Ssh { socket, .. } => {
                 ssh_index += 1;
                 let at = ensure_target(sys, &root, upper, &target, TargetKind::File, trace)?;
-                bind(sys, socket, &at, false)?;
+                bind(sys, socket, &at, NODEV)?;
             }
         }
     }
@@ -572,7 +591,7 @@ fn mask_paths(sys: &dyn Syscall, root: &Path) -> Result<(), ExecError> {
             .map_err(|e| ExecError::fs("inspect", &at, e))?
         {
             Some(FileKind::Dir) => fs_mount(sys, "tmpfs", &at, MsFlags::MS_RDONLY, None)?,
-            Some(_) => bind(sys, &null, &at, false)?,
+            Some(_) => bind(sys, &null, &at, MsFlags::empty())?,
             None => {}
         }
     }
@@ -583,7 +602,7 @@ fn mask_paths(sys: &dyn Syscall, root: &Path) -> Result<(), ExecError> {
             .map_err(|e| ExecError::fs("inspect", &at, e))?
             .is_some()
         {
-            bind(sys, &at, &at, true)?;
+            bind(sys, &at, &at, MsFlags::MS_RDONLY)?;
         }
     }
     Ok(())
@@ -680,9 +699,9 @@ mod tests {
         let expected = [
             "mount - / - MS_REC | MS_PRIVATE -",
             "mount tmpfs /run/x tmpfs MS_NOSUID | MS_NODEV mode=0700",
-            "mount overlay /run/x/rootfs overlay (empty) lowerdir=/layers/a:/layers/b,upperdir=/snap/up,workdir=/snap/work,volatile",
+            "mount overlay /run/x/rootfs overlay MS_NODEV lowerdir=/layers/a:/layers/b,upperdir=/snap/up,workdir=/snap/work,volatile",
             "mount proc /run/x/rootfs/proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -",
-            "mount tmpfs /run/x/rootfs/dev tmpfs MS_NOSUID | MS_STRICTATIME mode=755,size=65536k",
+            "mount tmpfs /run/x/rootfs/dev tmpfs MS_NOSUID | MS_NODEV | MS_STRICTATIME mode=755,size=65536k",
             "mount /dev/null /run/x/rootfs/dev/null - MS_BIND | MS_REC -",
             "mount /dev/zero /run/x/rootfs/dev/zero - MS_BIND | MS_REC -",
             "mount /dev/full /run/x/rootfs/dev/full - MS_BIND | MS_REC -",
@@ -693,11 +712,11 @@ mod tests {
             "mount tmpfs /run/x/rootfs/dev/shm tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=1777,size=65536k",
             "mount sysfs /run/x/rootfs/sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             "mount /run/x/etc/resolv.conf /run/x/rootfs/etc/resolv.conf - MS_BIND | MS_REC -",
-            "mount - /run/x/rootfs/etc/resolv.conf - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+            "mount - /run/x/rootfs/etc/resolv.conf - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND | MS_REC -",
             "mount /run/x/etc/hosts /run/x/rootfs/etc/hosts - MS_BIND | MS_REC -",
-            "mount - /run/x/rootfs/etc/hosts - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+            "mount - /run/x/rootfs/etc/hosts - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND | MS_REC -",
             "mount /run/x/etc/hostname /run/x/rootfs/etc/hostname - MS_BIND | MS_REC -",
-            "mount - /run/x/rootfs/etc/hostname - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+            "mount - /run/x/rootfs/etc/hostname - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND | MS_REC -",
             "mount tmpfs /run/x/rootfs/tmp/t tmpfs MS_NOSUID | MS_NODEV mode=1777,size=1048576",
             "mount /run/x/rootfs/dev/null /run/x/rootfs/proc/kcore - MS_BIND | MS_REC -",
             "mount /run/x/rootfs/proc/sys /run/x/rootfs/proc/sys - MS_BIND | MS_REC -",

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use nix::mount::MntFlags;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::error::ExecError;
@@ -180,7 +180,7 @@ fn prepare_mounts(
             &target,
             "bind",
             &layout.etc_file(name),
-            &["rbind", "ro"],
+            &["rbind", "ro", "nodev"],
         )?);
     }
     let mut ssh_index = 0;
@@ -239,7 +239,7 @@ fn prepare_mounts(
                             Some(Path::new("overlay")),
                             &merged,
                             Some("overlay"),
-                            nix::mount::MsFlags::empty(),
+                            nix::mount::MsFlags::MS_NODEV,
                             Some(&data),
                         )
                         .map_err(|err| ExecError::Mount {
@@ -257,14 +257,24 @@ fn prepare_mounts(
                     }
                 };
                 let mode = if *readwrite { "rw" } else { "ro" };
-                mounts.push(oci_mount(&target, "bind", &source, &["rbind", mode])?);
+                mounts.push(oci_mount(
+                    &target,
+                    "bind",
+                    &source,
+                    &["rbind", mode, "nodev"],
+                )?);
             }
             MountSpec::Cache {
                 host_dir, readonly, ..
             } => {
                 ensure_target(sys, &rootfs, upper, &target, TargetKind::Dir, &mut trace)?;
                 let mode = if *readonly { "ro" } else { "rw" };
-                mounts.push(oci_mount(&target, "bind", host_dir, &["rbind", mode])?);
+                mounts.push(oci_mount(
+                    &target,
+                    "bind",
+                    host_dir,
+                    &["rbind", mode, "nodev"],
+                )?);
             }
             MountSpec::Tmpfs { size_bytes, .. } => {
                 ensure_target(sys, &rootfs, upper, &target, TargetKind::Dir, &mut trace)?;
@@ -306,12 +316,17 @@ fn prepare_mounts(
                 sys.chown(&file, *uid, *gid)
                     .map_err(|e| ExecError::fs("chown", &file, e))?;
                 ensure_target(sys, &rootfs, upper, &target, TargetKind::File, &mut trace)?;
-                mounts.push(oci_mount(&target, "bind", &file, &["rbind", "ro"])?);
+                mounts.push(oci_mount(
+                    &target,
+                    "bind",
+                    &file,
+                    &["rbind", "ro", "nodev"],
+                )?);
             }
             MountSpec::Ssh { socket, .. } => {
                 ssh_index += 1;
                 ensure_target(sys, &rootfs, upper, &target, TargetKind::File, &mut trace)?;
-                mounts.push(oci_mount(&target, "bind", socket, &["rbind"])?);
+                mounts.push(oci_mount(&target, "bind", socket, &["rbind", "nodev"])?);
             }
         }
     }
@@ -391,7 +406,13 @@ fn build_config(
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()
         .map_err(spec_err)?;
-    let mut resources = LinuxResourcesBuilder::default();
+    // Deny every device; runc then allows its defaults (null, zero, tty, ...), as Docker does.
+    let mut resources =
+        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(spec_err)?]);
     if let Some(m) = spec.limits.memory_bytes {
         resources = resources.memory(
             LinuxMemoryBuilder::default()

@@ -229,3 +229,43 @@ fn step_has_no_controlling_terminal_of_forge() {
     let out = run_ok("cut -d' ' -f6,7 /proc/self/stat");
     assert_eq!(out, "1 0\n");
 }
+
+/// The host's first block device as `major minor`.
+fn host_block_device() -> String {
+    let dev = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("dev"))
+        .find(|p| p.exists())
+        .expect("this host has a block device");
+    std::fs::read_to_string(dev)
+        .unwrap()
+        .trim()
+        .replace(':', " ")
+}
+
+#[test]
+fn device_nodes_made_by_a_step_cannot_open_host_disks() {
+    let s = Scratch::new();
+    let dev = host_block_device();
+    let script = format!(
+        "for d in /tmp /cache /dev; do mknod $d/disk b {dev} && \
+         (head -c 1 $d/disk > /dev/null 2>&1 && echo \"$d READ\" || echo \"$d denied\"); done"
+    );
+    for (i, runtime) in [native(), runc()].into_iter().enumerate() {
+        let mut spec = s.spec(&script);
+        spec.mounts.push(MountSpec::Cache {
+            host_dir: s.path().join(format!("cache-{i}")),
+            target: "/cache".into(),
+            readonly: false,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            lock_file: None,
+        });
+        let out = run_step(&s.config(runtime.clone()), &spec).ok();
+        assert_eq!(
+            out, "/tmp denied\n/cache denied\n/dev denied\n",
+            "{runtime:?}"
+        );
+    }
+}

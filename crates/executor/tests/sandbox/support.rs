@@ -164,7 +164,6 @@ pub(crate) fn native() -> Runtime {
     Runtime::Native
 }
 
-#[allow(dead_code)]
 pub(crate) fn runc() -> Runtime {
     Runtime::Runc {
         binary: PathBuf::from("/usr/bin/runc"),
