@@ -29,14 +29,14 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     /// Run build checks (lints) on a Dockerfile.
     Check(commands::check::CheckArgs),
-    /// Remove build cache (least recently used first); named images are kept.
-    Prune(commands::prune::PruneArgs),
-    /// Store-wide commands (`forge system df`).
-    System(commands::system::SystemArgs),
     /// Log in to a registry: check the credentials, then store them in Docker's config.json.
     Login(commands::login::LoginArgs),
     /// Log out of a registry: remove its credentials.
     Logout(commands::login::LogoutArgs),
+    /// Remove build cache (least recently used first); named images are kept.
+    Prune(commands::prune::PruneArgs),
+    /// Store-wide commands (`forge system df`).
+    System(commands::system::SystemArgs),
     /// Plan a build: the graph of steps and the image config of each stage (text, JSON or DOT).
     Plan(commands::plan::PlanArgs),
     /// Build an image from a Dockerfile.
@@ -99,10 +99,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&globals, args),
         Command::Check(args) => commands::check::run(&globals, args),
-        Command::Prune(args) => commands::prune::run(&globals, args),
-        Command::System(args) => commands::system::run(&globals, args),
         Command::Login(args) => commands::login::run_login(&globals, args),
         Command::Logout(args) => commands::login::run_logout(&globals, args),
+        Command::Prune(args) => commands::prune::run(&globals, args),
+        Command::System(args) => commands::system::run(&globals, args),
         Command::Plan(args) => commands::plan::run(&globals, args),
         Command::Build(args) => commands::build::run(&globals, args),
         Command::Run(args) => commands::run::run(&globals, args),

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use forge_build::{BuildError, ImageProvider, ProvidedImage};
 use forge_cache::Store;
 use forge_planner::Platform;
-use forge_registry::{BlobError, BlobSink, BlobSource, BlobWriter, ClientConfig, Reference, RegistryClient};
+use forge_registry::{
+    BlobError, BlobSink, BlobSource, BlobWriter, ClientConfig, Reference, RegistryClient,
+};
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
@@ -147,9 +149,12 @@ impl BlobSource for StoreBlobs {
 
     fn open_blob(&self, digest: &str) -> Result<Box<dyn Read + Send>, BlobError> {
         let d = parse_digest(digest)?;
-        let file = self.store.open_blob_verified(&d).map_err(|_| BlobError::Missing {
-            digest: digest.to_owned(),
-        })?;
+        let file = self
+            .store
+            .open_blob_verified(&d)
+            .map_err(|_| BlobError::Missing {
+                digest: digest.to_owned(),
+            })?;
         Ok(Box::new(file))
     }
 }
@@ -247,11 +252,105 @@ impl ImageProvider for PullingProvider {
         match pull_into_store(&self.client, &self.store, &parsed, platform) {
             Ok((name, descriptor)) => Ok(Some(ProvidedImage { name, descriptor })),
             // With --pull and no registry reachable, the local image still serves.
-            Err(_) if local.is_some() => Ok(local.map(|descriptor| ProvidedImage { name, descriptor })),
+            Err(_) if local.is_some() => {
+                Ok(local.map(|descriptor| ProvidedImage { name, descriptor }))
+            }
             Err(e) => Err(BuildError::BadImage {
                 reference: name,
                 what: format!("not in the local store, and pulling it failed: {e:#}"),
             }),
         }
     }
+}
+
+/// How `forge push` compresses layers that the store keeps uncompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PushCompression {
+    Gzip,
+    Zstd,
+}
+
+/// The manifest to push for `descriptor`: each uncompressed layer replaced by its compressed
+/// blob, made once per (layer, compression) and remembered in the store, so a second push
+/// compresses nothing. The config is unchanged (diff ids name uncompressed content), so the
+/// image id stays the same; the pushed manifest digest differs from the local one.
+pub(crate) fn manifest_for_push(
+    store: &Store,
+    descriptor: &Descriptor,
+    compression: PushCompression,
+) -> anyhow::Result<Descriptor> {
+    let bytes = store.read_blob_verified(descriptor.digest())?;
+    let Ok(mut manifest) = serde_json::from_slice::<oci_spec::image::ImageManifest>(&bytes) else {
+        // An index (or something else): pushed as it is.
+        return Ok(descriptor.clone());
+    };
+    let mut changed = false;
+    let mut layers = Vec::new();
+    for layer in manifest.layers() {
+        if *layer.media_type() != MediaType::ImageLayer {
+            layers.push(layer.clone());
+            continue;
+        }
+        changed = true;
+        layers.push(compressed_layer(store, layer, compression)?);
+    }
+    if !changed {
+        return Ok(descriptor.clone());
+    }
+    manifest.set_layers(layers);
+    let json = serde_json::to_vec(&manifest)?;
+    let info = store.put_blob_bytes(&json)?;
+    Ok(Descriptor::new(
+        descriptor.media_type().clone(),
+        info.size,
+        info.digest,
+    ))
+}
+
+fn compressed_layer(
+    store: &Store,
+    layer: &Descriptor,
+    compression: PushCompression,
+) -> anyhow::Result<Descriptor> {
+    let (label, media_type) = match compression {
+        PushCompression::Gzip => ("gzip", MediaType::ImageLayerGzip),
+        PushCompression::Zstd => ("zstd", MediaType::ImageLayerZstd),
+    };
+    let key = forge_cache::CacheKey::builder("push-layer/v1")
+        .extra("layer", layer.digest().to_string().as_bytes())
+        .extra("compression", label.as_bytes())
+        .finish();
+    if let Some(record) = store.get_record(&key)? {
+        if let Some(blob) = record.layer_blob.filter(|b| store.has_blob(b)) {
+            return Ok(Descriptor::new(media_type, store.blob_size(&blob)?, blob));
+        }
+    }
+    let mut input = store.open_blob_verified(layer.digest())?;
+    let mut writer = store.blob_writer()?;
+    match compression {
+        PushCompression::Gzip => {
+            // A fixed header (no name, mtime 0), so the same layer always gives the same blob.
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(&mut writer, flate2::Compression::default());
+            io::copy(&mut input, &mut enc)?;
+            enc.finish()?;
+        }
+        PushCompression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut writer, 3)?;
+            io::copy(&mut input, &mut enc)?;
+            enc.finish()?;
+        }
+    }
+    let info = writer.commit(None)?;
+    store.put_record(
+        &key,
+        &forge_cache::CacheRecord {
+            layer_blob: Some(info.digest.clone()),
+            diff_id: None,
+            description: format!("{label} of layer {}", layer.digest()),
+            ..forge_cache::CacheRecord::default()
+        },
+    )?;
+    Ok(Descriptor::new(media_type, info.size, info.digest))
 }

@@ -42,7 +42,7 @@ pub(crate) fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCod
         &draft.fs_dir(),
         &mut writer,
         &LayerOptions {
-            compression: Compression::Gzip,
+            compression: Compression::Uncompressed,
             level: None,
             source_date_epoch: None,
         },

@@ -9,7 +9,9 @@ use forge_planner::Platform;
 use forge_registry::{BlobPush, PushOptions, Reference};
 
 use crate::images::familiar_name;
-use crate::registry_store::{pull_into_store, RegistryArgs, StoreBlobs};
+use crate::registry_store::{
+    manifest_for_push, pull_into_store, PushCompression, RegistryArgs, StoreBlobs,
+};
 use crate::Globals;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +31,9 @@ pub(crate) struct PushArgs {
     name: String,
     /// Where to push it (default: its own name).
     dest: Option<String>,
+    /// How layers are compressed on the way out (each layer once; remembered).
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: PushCompression,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -37,7 +42,8 @@ pub(crate) fn run_pull(globals: &Globals, args: PullArgs) -> anyhow::Result<Exit
     let store = Arc::new(Store::open(&globals.root)?);
     let reference = Reference::parse(&args.reference)?;
     let platform = match &args.platform {
-        Some(p) => Platform::parse(p).with_context(|| format!("--platform {p:?}: not a platform like linux/amd64"))?,
+        Some(p) => Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: not a platform like linux/amd64"))?,
         None => Platform::host(),
     };
     let client = args.registry.client()?;
@@ -71,6 +77,7 @@ pub(crate) fn run_push(globals: &Globals, args: PushArgs) -> anyhow::Result<Exit
             }
         }
     }
+    let pushed = manifest_for_push(&store, &descriptor, args.compression)?;
     let client = args.registry.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,10 +86,14 @@ pub(crate) fn run_push(globals: &Globals, args: PushArgs) -> anyhow::Result<Exit
     let source = StoreBlobs {
         store: store.clone(),
     };
-    eprintln!("pushing {} to {}", familiar_name(&local.to_string()), target);
+    eprintln!(
+        "pushing {} to {}",
+        familiar_name(&local.to_string()),
+        target
+    );
     let report = runtime.block_on(client.push(
         &source,
-        &descriptor.digest().to_string(),
+        &pushed.digest().to_string(),
         &target,
         &PushOptions { mount_from },
     ))?;

@@ -115,7 +115,9 @@ pub(crate) fn assemble(
     })
 }
 
-/// The layer blob of a snapshot, made once per (snapshot, compression, epoch).
+/// The layer blob of a snapshot, made once per (snapshot, epoch). Layers are stored
+/// uncompressed: writing them costs a tar and a sha256 (hundreds of MB/s), and `forge push`
+/// compresses each one once, when it first leaves the machine.
 fn export_layer(
     store: &Store,
     snapshot: &SnapshotId,
@@ -123,7 +125,7 @@ fn export_layer(
 ) -> Result<LayerInfo, BuildError> {
     let key = CacheKey::builder("layer-blob/v1")
         .extra("snapshot", snapshot.as_str().as_bytes())
-        .extra("compression", b"gzip")
+        .extra("compression", b"none")
         .extra(
             "epoch",
             epoch.map(|e| e.to_string()).unwrap_or_default().as_bytes(),
@@ -139,7 +141,7 @@ fn export_layer(
                     digest: blob.clone(),
                     size: store.blob_size(blob)?,
                     uncompressed_size: sizes.1,
-                    media_type: MediaType::ImageLayerGzip,
+                    media_type: MediaType::ImageLayer,
                 });
             }
         }
@@ -150,7 +152,7 @@ fn export_layer(
         &fs,
         &mut writer,
         &LayerOptions {
-            compression: Compression::Gzip,
+            compression: Compression::Uncompressed,
             level: None,
             source_date_epoch: epoch,
         },

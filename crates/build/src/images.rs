@@ -214,6 +214,8 @@ impl ImageResolver for StoreResolver<'_> {
         match load_image(self.store, &provided.name, &provided.descriptor, platform) {
             Ok(image) => {
                 let image = Arc::new(image);
+                // The plan names resolved images canonically; keep both spellings.
+                lock(&self.found).insert(image.name.clone(), image.clone());
                 lock(&self.found).insert(reference.to_owned(), image.clone());
                 resolved(&image, reference, &mut lock(&self.errors))
             }

@@ -586,6 +586,30 @@ impl Solver<'_> {
                 }
             }
         }
+        // `RUN <<EOF` scripts with a `#!` line run from /dev/pipes/, as BuildKit runs them.
+        let pipes_dir = if run.pipes.is_empty() {
+            None
+        } else {
+            let dir = self.scratch_dir("pipes");
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            for pipe in &run.pipes {
+                let path = dir.join(&pipe.name);
+                std::fs::write(&path, pipe.content.as_bytes())
+                    .map_err(|e| BuildError::io(&path, e))?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .map_err(|e| BuildError::io(&path, e))?;
+            }
+            spec.mounts.push(SandboxMount::Bind {
+                source_root: dir.clone(),
+                source: "/".to_owned(),
+                target: "/dev/pipes".to_owned(),
+                readwrite: false,
+            });
+            Some(dir)
+        };
         let step = op.id;
         let progress = self.progress;
         forge_executor::run(&self.req.sandbox, &spec, &mut |stream, data| {
@@ -599,6 +623,9 @@ impl Solver<'_> {
         })?;
         drop(views);
         drop(caches);
+        if let Some(dir) = pipes_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let meta = SnapshotMeta {
             parent: base.top.clone(),
             description: op.name.clone(),

@@ -657,9 +657,14 @@ impl<'a> Planner<'a> {
                 )
             }
             BaseRef::Image(reference) => {
+                // A resolved image is named canonically (`busybox` and `busybox:latest` are one
+                // image), so how the Dockerfile spells it does not change any digest.
                 let id = self.graph.add(
                     OpKind::Image {
-                        reference: reference.clone(),
+                        reference: outline
+                            .resolved
+                            .as_ref()
+                            .map_or_else(|| reference.clone(), |r| r.reference.clone()),
                         platform: outline.platform.clone(),
                         resolved: outline.resolved.as_ref().map(|r| r.digest.clone()),
                     },
@@ -1357,7 +1362,9 @@ impl<'a> Planner<'a> {
                 let resolved = self.resolver.resolve(reference, &st.platform);
                 self.graph.add(
                     OpKind::Image {
-                        reference: reference.clone(),
+                        reference: resolved
+                            .as_ref()
+                            .map_or_else(|| reference.clone(), |r| r.reference.clone()),
                         platform: st.platform.clone(),
                         resolved: resolved.map(|r| r.digest),
                     },

@@ -106,7 +106,10 @@ fn copy_from_and_mounts_are_edges() {
     assert_eq!(copy.inputs[1].role, InputRole::CopySource);
     let image_copy = p.graph.op(b.ops[3]);
     let src = p.graph.op(image_copy.inputs[1].op);
-    assert!(matches!(&src.kind, OpKind::Image { reference, .. } if reference == "nginx:latest"));
+    assert!(
+        matches!(&src.kind, OpKind::Image { reference, .. } if reference == "docker.io/library/nginx:latest"),
+        "a resolved image is named canonically in the graph"
+    );
 }
 
 #[test]
