@@ -112,3 +112,24 @@ forgetest!(heredoc_run_scripts, |t| {
         "line-one\nline-two\n1\n2\n3\npiped text\n[]\n"
     );
 });
+
+forgetest!(user_forms_and_workdir_ownership, |t| {
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         USER 4321\n\
+         RUN id -u > /tmp/numeric\n\
+         USER app:root\n\
+         RUN echo \"$(id -u):$(id -g)\" > /tmp/pair\n\
+         USER app\n\
+         WORKDIR /made-by-app\n\
+         USER root\n",
+    );
+    t.build_ok(&["-t", "users:1"]);
+    assert_eq!(
+        t.sh(
+            "users:1",
+            "cat /tmp/numeric /tmp/pair; stat -c %u:%g /made-by-app"
+        ),
+        "4321\n1000:0\n1000:1000\n"
+    );
+});

@@ -74,3 +74,33 @@ forgetest!(cache_mount_persists_across_builds, |t| {
     t.build_ok(&["--no-cache", "-t", "cm:3"]);
     assert_eq!(t.sh("cm:3", "cat /seen3"), "first-build\nsecond\n");
 });
+
+forgetest!(bind_and_tmpfs_mounts, |t| {
+    t.write("data/a.txt", "from-context\n");
+    t.dockerfile(
+        "FROM busybox:latest AS tools\n\
+         RUN mkdir /out && echo from-stage > /out/t.txt\n\
+         FROM busybox:latest\n\
+         RUN --mount=type=bind,source=data,target=/src cat /src/a.txt > /ctx-seen\n\
+         RUN --mount=type=bind,from=tools,source=/out,target=/tools cat /tools/t.txt > /stage-seen\n\
+         RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/y && mount | grep -c ' /scratch ' > /tmpfs-seen\n",
+    );
+    t.build_ok(&["-t", "bind:1"]);
+    assert_eq!(
+        t.sh(
+            "bind:1",
+            "cat /ctx-seen /stage-seen /tmpfs-seen; ls -A /src /tools /scratch 2>/dev/null | wc -w"
+        ),
+        "from-context\nfrom-stage\n1\n0\n"
+    );
+    // The bind mount reads the context, so a changed file reruns its step.
+    t.write("data/a.txt", "changed\n");
+    let again = t.build_ok(&["-t", "bind:2"]);
+    assert!(
+        !again.step("--mount=type=bind,source=data").cached,
+        "{}",
+        again.log
+    );
+    assert!(again.step("[tools 2/2] RUN").cached, "{}", again.log);
+    assert_eq!(t.sh("bind:2", "cat /ctx-seen"), "changed\n");
+});
