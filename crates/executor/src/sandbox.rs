@@ -186,9 +186,10 @@ fn write_etc_files(layout: &RunLayout, files: &EtcFiles) -> Result<(), ExecError
 }
 
 /// Creates missing cache directories (with their mode and owner) and takes the locks of
-/// `sharing=locked` caches, held until the returned guards drop.
+/// `sharing=locked` caches, held until the returned guards drop. Locks are taken in path
+/// order, so two steps sharing two locked caches cannot deadlock.
 fn prepare_caches(spec: &SandboxSpec) -> Result<Vec<Flock<std::fs::File>>, ExecError> {
-    let mut locks = Vec::new();
+    let mut lock_paths = Vec::new();
     for mount in &spec.mounts {
         let MountSpec::Cache {
             host_dir,
@@ -202,37 +203,43 @@ fn prepare_caches(spec: &SandboxSpec) -> Result<Vec<Flock<std::fs::File>>, ExecE
             continue;
         };
         if let Some(lock) = lock_file {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(lock)
-                .map_err(|err| ExecError::Lock {
-                    path: lock.clone(),
-                    err,
-                })?;
-            let guard = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-                ExecError::Lock {
-                    path: lock.clone(),
-                    err: errno.into(),
-                }
-            })?;
-            locks.push(guard);
+            lock_paths.push(lock);
         }
         if !host_dir.exists() {
             if let Some(parent) = host_dir.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| ExecError::fs("create directory", parent, e))?;
             }
-            std::fs::create_dir(host_dir)
-                .map_err(|e| ExecError::fs("create cache directory", host_dir, e))?;
+            match std::fs::create_dir(host_dir) {
+                Ok(()) => {}
+                // A concurrent step sharing the cache made it first, with the same options.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(ExecError::fs("create cache directory", host_dir, e)),
+            }
             std::fs::set_permissions(host_dir, std::fs::Permissions::from_mode(*mode))
                 .map_err(|e| ExecError::fs("chmod", host_dir, e))?;
             std::os::unix::fs::chown(host_dir, Some(*uid), Some(*gid))
                 .map_err(|e| ExecError::fs("chown", host_dir, e))?;
         }
     }
-    Ok(locks)
+    lock_paths.sort();
+    lock_paths.dedup();
+    lock_paths
+        .into_iter()
+        .map(|lock| {
+            let lock_err = |err| ExecError::Lock {
+                path: lock.clone(),
+                err,
+            };
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lock)
+                .map_err(lock_err)?;
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.into()))
+        })
+        .collect()
 }
 
 /// The step's environment: its own variables, Docker's PATH when it has none, secrets given
