@@ -8,7 +8,7 @@
 //! cannot be set by users, which is what makes it safe to trust. Entries changed within a second
 //! of a hashing run are not memoised (they could change again within one timestamp tick).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -235,7 +235,7 @@ impl<'a> ContextHasher<'a> {
             // Entries whose ctime is within a second of this run could change again in the same
             // timestamp tick after we read them: hash them but do not remember them.
             trust_before_ns: start_ns - 1_000_000_000,
-            hits: Mutex::new(Vec::with_capacity(old.entries.len())),
+            hits: AtomicU64::new(0),
             fresh: Mutex::new(Vec::new()),
             files_read: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
@@ -248,18 +248,27 @@ impl<'a> ContextHasher<'a> {
         entries.push((String::new(), root_entry));
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let entries: BTreeMap<String, ContextEntry> = entries.into_iter().collect();
-        let hits = walk.hits.into_inner().unwrap_or_else(|e| e.into_inner());
+        let hits = walk.hits.load(Ordering::Relaxed);
         let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
         let stats = HashStats {
             files_read: walk.files_read.load(Ordering::Relaxed),
             bytes_read: walk.bytes_read.load(Ordering::Relaxed),
-            memo_hits: hits.len() as u64,
+            memo_hits: hits,
         };
         if let (Some(store), Some(path)) = (self.store, memo_path) {
             // Unchanged (every old entry hit, nothing new): nothing to write.
-            if !fresh.is_empty() || hits.len() != old.entries.len() {
-                let mut all: Vec<(&str, &MemoEntry)> =
-                    hits.iter().map(|k| (*k, &old.entries[*k])).collect();
+            if !fresh.is_empty() || hits != old.entries.len() as u64 {
+                // Keep the old entries of paths still in the context (a changed one was either
+                // re-remembered in `fresh` or no longer matches its stat), plus the fresh ones.
+                let fresh_keys: HashSet<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
+                let mut all: Vec<(&str, &MemoEntry)> = old
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| {
+                        entries.contains_key(k.as_str()) && !fresh_keys.contains(k.as_str())
+                    })
+                    .map(|(k, v)| (k.as_str(), v))
+                    .collect();
                 all.extend(fresh.iter().map(|(k, v)| (k.as_str(), v)));
                 Memo::save(store, &path, &all)?;
             }
@@ -293,8 +302,8 @@ struct Walk<'w> {
     filter: &'w dyn PathFilter,
     old: &'w Memo,
     trust_before_ns: i64,
-    /// Memo entries that matched (keys into `old`).
-    hits: Mutex<Vec<&'w str>>,
+    /// How many memo entries matched.
+    hits: AtomicU64,
     /// Entries hashed now and old enough to remember.
     fresh: Mutex<Vec<(String, MemoEntry)>>,
     files_read: AtomicU64,
@@ -444,12 +453,9 @@ impl Walk<'_> {
         kind: EntryKind,
     ) -> Result<(ContentDigest, ContentDigest)> {
         let stat = MemoStat::of(meta);
-        if let Some((k, e)) = self.old.entries.get_key_value(rel) {
+        if let Some(e) = self.old.entries.get(rel) {
             if e.stat == stat {
-                self.hits
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(k.as_str());
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((e.content, e.xattrs));
             }
         }

@@ -29,11 +29,25 @@ use crate::snapshots::SnapshotId;
 pub(crate) const FORMAT_DIR: &str = "v1";
 
 /// Options for opening a store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// The size budget of the build cache in bytes; `None` uses the default (10% of the
     /// filesystem, at most 20 GB). See [`Store::gc_budget`].
     pub gc_budget: Option<u64>,
+    /// Flush each snapshot tree to disk (one `syncfs`) before publishing it, so a power cut
+    /// never leaves a published snapshot with lost file contents. On by default; a killed
+    /// process is safe either way (its writes are in the page cache), so throwaway stores (CI,
+    /// tests) may turn it off to save the flush per step.
+    pub sync_snapshots: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            gc_budget: None,
+            sync_snapshots: true,
+        }
+    }
 }
 
 /// forge's on-disk store: an OCI image layout of blobs and named images, snapshots, cache records,
