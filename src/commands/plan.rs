@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use forge_planner::{OfflineResolver, PlanOptions};
+use forge_planner::{ImageResolver, PlanOptions, Platform, ResolvedImage};
 
 use crate::Globals;
 
@@ -37,7 +37,7 @@ pub(crate) struct PlanArgs {
     context: PathBuf,
 }
 
-pub(crate) fn run(_globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let file = args
         .file
         .clone()
@@ -57,8 +57,17 @@ pub(crate) fn run(_globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode
         dockerignore: dockerignore(&file, &args.context)?,
         ..PlanOptions::default()
     };
-    let plan = forge_planner::plan(&df, &opts, &OfflineResolver)
-        .with_context(|| format!("planning {name}"))?;
+    let resolver = LocalImages {
+        // Planning never creates a store: without one, every base image is unresolved.
+        store: globals
+            .root
+            .join("v1")
+            .is_dir()
+            .then(|| forge_cache::Store::open(&globals.root).ok())
+            .flatten(),
+    };
+    let plan =
+        forge_planner::plan(&df, &opts, &resolver).with_context(|| format!("planning {name}"))?;
     match args.format {
         PlanFormat::Text => print!("{}", forge_planner::render_text(&plan)),
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -161,5 +170,25 @@ mod tests {
             format!("{err:#}").contains("Dockerfile.dockerignore"),
             "{err:#}"
         );
+    }
+}
+
+/// Base images from the local store only: `forge plan` never pulls, and an image the store
+/// lacks shows as an unresolved source.
+struct LocalImages {
+    store: Option<forge_cache::Store>,
+}
+
+impl ImageResolver for LocalImages {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Option<ResolvedImage> {
+        let store = self.store.as_ref()?;
+        let name = crate::images::canonical_name(reference).ok()?;
+        let descriptor = store.resolve_image(&name).ok()??;
+        let image = forge_build::load_image(store, &name, &descriptor, platform).ok()?;
+        Some(ResolvedImage {
+            reference: name,
+            digest: image.manifest_descriptor.digest().to_string(),
+            config: serde_json::from_slice(&image.config_json).ok()?,
+        })
     }
 }
