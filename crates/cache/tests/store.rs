@@ -456,3 +456,90 @@ fn store_lives_under_a_versioned_directory_with_an_oci_layout() {
         assert!(v1.join(d).is_dir(), "{d}");
     }
 }
+
+#[test]
+fn auto_prune_keeps_the_cache_within_its_budget_dropping_least_recently_used_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = forge_cache::StoreConfig {
+        gc_budget: Some(2_500),
+        ..Default::default()
+    };
+    let store = Store::open_with(dir.path(), config.clone()).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..4u8 {
+        let snap = snapshot_with(&store, &[("f", &[i; 1000])], None);
+        let key = CacheKey::builder(&format!("step {i}")).finish();
+        store
+            .put_record(
+                &key,
+                &CacheRecord {
+                    snapshot: Some(snap),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        // Ages 40, 30, 20, 10 minutes: step 0 is the least recently used.
+        let path = dir.path().join("v1/cache").join(format!("{key}.json"));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(600 * (4 - i as u64)),
+            )
+            .unwrap();
+        keys.push(key);
+    }
+    drop(store);
+    let store = Store::open_with(dir.path(), config).unwrap();
+    assert_eq!(store.gc_budget(), 2_500);
+    // A hit makes step 0 the most recently used.
+    assert!(store.get_record(&keys[0]).unwrap().is_some());
+    drop(store);
+    let store = Store::open_with(
+        dir.path(),
+        forge_cache::StoreConfig {
+            gc_budget: Some(2_500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let report = store
+        .auto_prune()
+        .unwrap()
+        .expect("4000 bytes is over a 2500 budget");
+    assert_eq!(
+        (report.records, report.snapshots, report.reclaimed),
+        (2, 2, 2000)
+    );
+    let left: Vec<bool> = keys
+        .iter()
+        .map(|k| store.get_record(k).unwrap().is_some())
+        .collect();
+    assert_eq!(
+        left,
+        vec![true, false, false, true],
+        "steps 1 and 2 were least recently used"
+    );
+    assert!(store.auto_prune().unwrap().is_none(), "within budget now");
+}
+
+#[test]
+fn cache_keys_frame_their_parts() {
+    let a = CacheKey::builder("op")
+        .extra("x", b"ab")
+        .extra("y", b"c")
+        .finish();
+    let b = CacheKey::builder("op")
+        .extra("x", b"a")
+        .extra("y", b"bc")
+        .finish();
+    assert_ne!(a, b);
+    let k = CacheKey::builder("op").finish();
+    assert_ne!(
+        CacheKey::builder("op").input(&k).finish(),
+        CacheKey::builder("op").finish()
+    );
+    assert_eq!(k.to_hex().parse::<CacheKey>().unwrap(), k);
+    assert!("nothex".parse::<CacheKey>().is_err());
+}
