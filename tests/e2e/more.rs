@@ -175,3 +175,58 @@ forgetest!(the_hello_example_builds_and_runs, |t| {
     let second = t.build_ok(&["-t", "hello:1"]);
     assert_eq!(first.id, second.id);
 });
+
+forgetest!(a_retagged_base_image_invalidates_the_cache, |t| {
+    t.dockerfile("FROM busybox:latest\nRUN echo on-base > /x\n");
+    t.build_ok(&[]);
+    let again = t.build_ok(&[]);
+    assert!(again.step("RUN echo on-base").cached, "{}", again.log);
+    let tarball = crate::harness::busybox_tarball().display().to_string();
+    let import = t.forge(&[
+        "import",
+        "-c",
+        "CMD [\"new-base\"]",
+        &tarball,
+        "busybox:latest",
+    ]);
+    assert!(import.success(), "{}", import.stderr);
+    let after = t.build_ok(&["-t", "rebased:1"]);
+    let step = after.step("RUN echo on-base");
+    assert!(
+        !step.cached,
+        "a new base image reused the old base's step:\n{}",
+        after.log
+    );
+    let reason = step.miss.unwrap_or_default();
+    assert!(
+        reason.contains("base image") || reason.contains("FROM busybox:latest"),
+        "miss reason {reason:?}"
+    );
+    assert_eq!(
+        t.config("rebased:1")["Cmd"],
+        serde_json::json!(["new-base"])
+    );
+});
+
+forgetest!(dockerfile_outside_the_context_and_stage_by_index, |t| {
+    let df = t.scratch().join("elsewhere.Dockerfile");
+    std::fs::write(
+        &df,
+        "FROM busybox:latest\nRUN echo zero > /zero\nFROM busybox:latest\nCOPY --from=0 /zero /z\nCOPY in.txt /in.txt\n",
+    )
+    .unwrap();
+    t.write("in.txt", "in\n");
+    // The Dockerfile is ignored by .dockerignore: it is read anyway.
+    t.write(".dockerignore", "Dockerfile\n*.Dockerfile\n");
+    let df_s = df.display().to_string();
+    t.build_ok(&["-f", &df_s, "-t", "idx:1"]);
+    assert_eq!(t.sh("idx:1", "cat /z /in.txt"), "zero\nin\n");
+    // An error in it names that file.
+    std::fs::write(&df, "FROM busybox:latest\nRUN exit 9\n").unwrap();
+    let run = t.build_err(&["-f", &df_s]);
+    assert!(
+        run.stderr.contains("elsewhere.Dockerfile:2"),
+        "{}",
+        run.stderr
+    );
+});
