@@ -1,5 +1,5 @@
-//! Crash safety and concurrency: child processes publish into one store and are killed with
-//! SIGKILL at random instants, or publish and prune at the same time; the store opened afterwards
+//! Crash safety and concurrency: child processes publish into one store (and prune it) and are
+//! killed with SIGKILL at random instants, or publish and prune at the same time; the store opened afterwards
 //! must be consistent (every named image's blobs exist and verify, every record's snapshot chain
 //! resolves, no leftovers in tmp/) and usable.
 
@@ -38,7 +38,7 @@ fn next(s: &mut u64) -> u64 {
 }
 
 #[test]
-fn publishers_killed_at_random_instants_leave_a_consistent_store() {
+fn publishers_and_pruners_killed_at_random_instants_leave_a_consistent_store() {
     let root = tempfile::tempdir().unwrap();
     let root_s = root.path().to_str().unwrap();
     let mut rng = seed();
@@ -46,12 +46,17 @@ fn publishers_killed_at_random_instants_leave_a_consistent_store() {
         // Two publishers at once, killed at different instants.
         let mut a = spawn(&["publish", root_s, &(round * 2).to_string(), "0"]);
         let mut b = spawn(&["publish", root_s, &(round * 2 + 1).to_string(), "0"]);
+        // And a pruner, killed mid-prune as well.
+        let mut p = spawn(&["prune", root_s, "1000"]);
         std::thread::sleep(Duration::from_millis(20 + next(&mut rng) % 150));
         a.kill().unwrap();
         std::thread::sleep(Duration::from_millis(next(&mut rng) % 30));
         b.kill().unwrap();
+        std::thread::sleep(Duration::from_millis(next(&mut rng) % 30));
+        p.kill().unwrap();
         a.wait().unwrap();
         b.wait().unwrap();
+        p.wait().unwrap();
         if round % 5 == 4 {
             let store = Store::open(root.path()).unwrap();
             let problems = common::problems(&store);
