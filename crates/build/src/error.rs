@@ -33,8 +33,9 @@ pub enum BuildError {
         file: String,
         line: usize,
         name: String,
+        // Boxed: the executor's errors are large and BuildError travels through every `?`.
         #[source]
-        source: forge_executor::ExecError,
+        source: Box<forge_executor::ExecError>,
     },
     /// A COPY/ADD/WORKDIR step failed.
     #[error("{file}:{line}: {name}: {source}")]
@@ -43,7 +44,7 @@ pub enum BuildError {
         line: usize,
         name: String,
         #[source]
-        source: forge_executor::FileOpError,
+        source: Box<forge_executor::FileOpError>,
     },
     /// An ADD source that forge cannot fetch yet (URLs, git).
     #[error("{file}:{line}: {name}: remote ADD sources are not supported yet: {source_text}")]

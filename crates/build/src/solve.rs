@@ -390,10 +390,10 @@ impl Solver<'_> {
                             file: self.req.dockerfile_name.clone(),
                             line: op.line,
                             name: op.name.clone(),
-                            source: forge_executor::FileOpError::SourceNotFound {
+                            source: Box::new(forge_executor::FileOpError::SourceNotFound {
                                 instruction: action_name(file.action),
                                 source_path: rel.clone(),
-                            },
+                            }),
                         })?;
                         builder = builder.content(&rel, &digest);
                         files.insert(rel, digest.to_string());
@@ -619,7 +619,7 @@ impl Solver<'_> {
             file: self.req.dockerfile_name.clone(),
             line: op.line,
             name: op.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         drop(views);
         drop(caches);
@@ -639,10 +639,10 @@ impl Solver<'_> {
             file: self.req.dockerfile_name.clone(),
             line: op.line,
             name: op.name.clone(),
-            source: forge_executor::FileOpError::SourceNotFound {
+            source: Box::new(forge_executor::FileOpError::SourceNotFound {
                 instruction: "COPY",
                 source_path: "(no build context was given)".to_owned(),
-            },
+            }),
         })
     }
 
@@ -694,7 +694,7 @@ impl Solver<'_> {
             file: self.req.dockerfile_name.clone(),
             line: op.line,
             name: op.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
