@@ -230,3 +230,127 @@ forgetest!(dockerfile_outside_the_context_and_stage_by_index, |t| {
         run.stderr
     );
 });
+
+forgetest!(
+    build_flags_no_cache_filter_secret_env_and_tty_progress,
+    |t| {
+        t.dockerfile(
+        "FROM busybox:latest AS keep\nRUN echo keep > /k\n\
+         FROM busybox:latest AS redo\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /len\n\
+         FROM busybox:latest\nCOPY --from=keep /k /k\nCOPY --from=redo /len /len\n",
+    );
+        let build = |extra: &[&str]| {
+            let ctx = t.ctx().display().to_string();
+            let mut args = vec![
+                "build",
+                "--progress",
+                "plain",
+                "--secret",
+                "id=tok,env=E2E_TOKEN",
+            ];
+            args.extend_from_slice(extra);
+            args.push(&ctx);
+            let out = std::process::Command::new(crate::harness::forge_exe())
+                .env("FORGE_ROOT", t.root())
+                .env("E2E_TOKEN", "abcdef")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            crate::harness::Built {
+                id: String::new(),
+                log: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        };
+        build(&["-t", "flt:1"]);
+        assert_eq!(t.sh("flt:1", "cat /k /len"), "keep\n6\n");
+        let filtered = build(&["--no-cache-filter", "redo"]);
+        assert!(filtered.step("[keep 2/2] RUN").cached, "{}", filtered.log);
+        assert!(!filtered.step("[redo 2/2] RUN").cached, "{}", filtered.log);
+        // tty progress on a pipe must not fail the build.
+        let ctx = t.ctx().display().to_string();
+        let tty = t.forge(&[
+            "build",
+            "--progress",
+            "tty",
+            "--secret",
+            "id=tok,src=/etc/hostname",
+            &ctx,
+        ]);
+        assert!(tty.success(), "{}", tty.stderr);
+    }
+);
+
+forgetest!(cache_mount_options_and_args_in_env, |t| {
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         ARG UNSET\n\
+         ARG WITH_DEFAULT=dflt\n\
+         ENV FROM_ARG=${WITH_DEFAULT}-env\n\
+         RUN echo \"[$UNSET] $WITH_DEFAULT $FROM_ARG\" > /args\n\
+         USER app\n\
+         RUN --mount=type=cache,target=/home/app/.cache,uid=1000,gid=1000,id=appcache \
+         touch /home/app/.cache/ok && stat -c %u /home/app/.cache > /tmp/cache-owner\n\
+         USER root\n\
+         RUN --mount=type=cache,target=/other,id=appcache,sharing=locked ls /other > /shared\n",
+    );
+    t.build_ok(&["-t", "cmo:1"]);
+    assert_eq!(
+        t.sh("cmo:1", "cat /args /tmp/cache-owner /shared"),
+        "[] dflt dflt-env\n1000\nok\n"
+    );
+    let config = t.config("cmo:1");
+    let env = config["Env"].to_string();
+    assert!(env.contains("FROM_ARG=dflt-env"), "{env}");
+    assert!(
+        !env.contains("WITH_DEFAULT"),
+        "an ARG leaked into the image's Env: {env}"
+    );
+});
+
+forgetest!(run_env_from_forge_and_network_none, |t| {
+    let out = std::process::Command::new(crate::harness::forge_exe())
+        .env("FORGE_ROOT", t.root())
+        .env("E2E_PASSED", "through")
+        .args([
+            "run",
+            "--rm",
+            "-e",
+            "E2E_PASSED",
+            "-e",
+            "E2E_NOT_SET",
+            "busybox:latest",
+            "sh",
+            "-c",
+        ])
+        .arg("echo ${E2E_PASSED}; echo ${E2E_NOT_SET-unset}")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through\nunset\n");
+    let net = t.forge(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "ls /sys/class/net",
+    ]);
+    assert!(net.success(), "{}", net.stderr);
+    assert_eq!(
+        net.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "{}",
+        net.stdout
+    );
+});

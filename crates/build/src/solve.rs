@@ -525,13 +525,21 @@ impl Solver<'_> {
                         CacheSharing::Locked => forge_cache::CacheSharing::Locked,
                     };
                     let cache = self.store.cache_mount(&id, sharing)?;
+                    let (mode, uid, gid) = (
+                        m.mode.unwrap_or(0o755),
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                    );
+                    // The store creates the directory, so the sandbox never sees it missing and
+                    // would not apply uid/gid/mode; an empty cache is as good as a new one.
+                    init_cache_dir(cache.path(), mode, uid, gid)?;
                     spec.mounts.push(SandboxMount::Cache {
                         host_dir: cache.path().to_path_buf(),
                         target: m.target.clone(),
                         readonly: m.readonly,
-                        mode: m.mode.unwrap_or(0o755),
-                        uid: m.uid.unwrap_or(0),
-                        gid: m.gid.unwrap_or(0),
+                        mode,
+                        uid,
+                        gid,
                         lock_file: None,
                     });
                     caches.push(cache);
@@ -807,4 +815,20 @@ fn base_name(path: &str) -> String {
         .next()
         .unwrap_or(path)
         .to_owned()
+}
+
+/// Gives a cache mount's directory the owner and mode its first RUN asks for, while it is
+/// still empty (BuildKit creates the cache with `uid`, `gid` and `mode`).
+fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let empty = std::fs::read_dir(dir)
+        .map_err(|e| BuildError::io(dir, e))?
+        .next()
+        .is_none();
+    if empty {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| BuildError::io(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| BuildError::io(dir, e))?;
+    }
+    Ok(())
 }
