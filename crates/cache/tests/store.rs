@@ -543,3 +543,28 @@ fn cache_keys_frame_their_parts() {
     assert_eq!(k.to_hex().parse::<CacheKey>().unwrap(), k);
     assert!("nothex".parse::<CacheKey>().is_err());
 }
+
+#[test]
+fn a_store_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Store>();
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let handles: Vec<_> = (0..4u8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let d = common::put_image(&store, &[i; 100]);
+                store.tag_image(&format!("t:{i}"), &d).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        store.list_images().unwrap().len(),
+        4,
+        "no tag lost to a concurrent index.json update"
+    );
+}
