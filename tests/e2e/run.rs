@@ -108,3 +108,28 @@ forgetest!(run_writes_do_not_change_the_image, |t| {
         "gone\n"
     );
 });
+
+forgetest!(run_output_streams_are_separate_and_byte_exact, |t| {
+    let run = t.run(
+        "busybox:latest",
+        &["sh", "-c", "echo to-out; echo to-err >&2; exit 0"],
+    );
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(run.stdout, "to-out\n");
+    assert!(run.stderr.contains("to-err"), "{}", run.stderr);
+    assert!(!run.stdout.contains("to-err"));
+    // A binary (the image's busybox is the host's) comes through unchanged.
+    let out = std::process::Command::new(crate::harness::forge_exe())
+        .env("FORGE_ROOT", t.root())
+        .args(["run", "--rm", "busybox:latest", "cat", "/bin/busybox"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let host = std::fs::read("/bin/busybox").unwrap();
+    assert!(
+        out.stdout == host,
+        "forge run's stdout changed the bytes ({} vs {})",
+        out.stdout.len(),
+        host.len()
+    );
+});
