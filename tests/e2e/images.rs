@@ -100,3 +100,43 @@ forgetest!(import_with_changes, |t| {
     t.build_ok(&["-t", "onimp:1"]);
     assert_eq!(t.sh("onimp:1", "cat /b; pwd"), "built-on-import\n/tmp\n");
 });
+
+forgetest!(tag_forms_and_invalid_tags, |t| {
+    t.dockerfile("FROM busybox:latest\nRUN echo tagged > /t\n");
+    let built = t.build_ok(&[
+        "-t",
+        "plain",
+        "-t",
+        "localhost:5000/team/app:v1",
+        "-t",
+        "docker.io/library/short:2",
+    ]);
+    let images = t.forge(&["images"]).stdout;
+    for (repo, tag) in [
+        ("plain", "latest"),
+        ("localhost:5000/team/app", "v1"),
+        ("short", "2"),
+    ] {
+        assert!(
+            images.lines().any(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c.len() >= 2 && c[0] == repo && c[1] == tag
+            }),
+            "no {repo} {tag} row:\n{images}"
+        );
+    }
+    assert_eq!(t.sh("plain", "cat /t"), "tagged\n");
+    assert_eq!(t.sh("short:2", "cat /t"), "tagged\n");
+    assert_eq!(
+        t.inspect("localhost:5000/team/app:v1")["Id"],
+        built.id.as_str()
+    );
+    let bad = t.build(&["-t", "Bad:Tag"]);
+    assert!(!bad.success());
+    assert!(bad.stderr.contains("Bad:Tag"), "{}", bad.stderr);
+    assert!(
+        !bad.stderr.lines().any(|l| l.starts_with("#1 ")),
+        "a step ran before the tag was refused:\n{}",
+        bad.stderr
+    );
+});
