@@ -245,8 +245,9 @@ impl<'a> ContextHasher<'a> {
         let Some(root_entry) = root_entry else {
             unreachable!("the root is never filtered out")
         };
-        entries.push((String::new(), root_entry));
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.insert(0, (String::new(), root_entry));
+        // Stable sort: adaptive, so the nearly sorted pre-order costs about one pass.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let entries: BTreeMap<String, ContextEntry> = entries.into_iter().collect();
         let hits = walk.hits.load(Ordering::Relaxed);
         let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -313,6 +314,9 @@ struct Walk<'w> {
 /// The result of hashing one child: its subtree's entries and its own (None: filtered out).
 type Sub = (Vec<(String, ContextEntry)>, Option<ContextEntry>);
 
+/// A hashed child: its context path, the length of its name (the path's tail) and its subtree.
+type Child = (String, usize, Sub);
+
 impl Walk<'_> {
     /// Hashes `abs` (at context path `rel`, already lstat'ed as `meta`), adding the entries
     /// below it to `out`, and returns its own entry (None: excluded with nothing included below).
@@ -335,13 +339,13 @@ impl Walk<'_> {
                 children.push((e.file_name(), e));
             }
             children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            let subs: Vec<Result<(String, Sub)>> = children
+            let subs: Vec<Result<Child>> = children
                 .par_iter()
                 .map(|(name, dirent)| {
                     let child_abs = abs.join(name);
-                    let name = name.to_string_lossy().into_owned();
+                    let name = name.to_string_lossy();
                     let child_rel = if rel.is_empty() {
-                        name.clone()
+                        name.clone().into_owned()
                     } else {
                         format!("{rel}/{name}")
                     };
@@ -352,27 +356,24 @@ impl Walk<'_> {
                         .map_err(StoreError::io("stat", &child_abs))?;
                     let mut sub = Vec::new();
                     let e = self.entry(&child_abs, &child_rel, &cmeta, &mut sub)?;
-                    Ok((name, (sub, e)))
+                    Ok((child_rel, name.len(), (sub, e)))
                 })
                 .collect();
             let mut h = header(EntryKind::Dir, meta);
             let (_, xattrs) = self.memoized(abs, rel, meta, EntryKind::Dir)?;
             h.update(&xattrs.0);
             let mut any_child = false;
+            // Each child before its subtree (pre-order): with children sorted by name this is
+            // nearly path order, which makes the final sort cheap.
             for sub in subs {
-                let (name, (sub, e)) = sub?;
-                out.extend(sub);
+                let (child_rel, name_len, (sub, e)) = sub?;
                 if let Some(e) = e {
                     any_child = true;
-                    frame(&mut h, name.as_bytes());
+                    frame(&mut h, &child_rel.as_bytes()[child_rel.len() - name_len..]);
                     h.update(&e.digest.0);
-                    let child_rel = if rel.is_empty() {
-                        name
-                    } else {
-                        format!("{rel}/{name}")
-                    };
                     out.push((child_rel, e));
                 }
+                out.extend(sub);
             }
             if excluded && !any_child {
                 return Ok(None);
