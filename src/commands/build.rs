@@ -160,13 +160,37 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     );
 
     let mut stdin_used = false;
+    // A tar context on stdin is unpacked here and removed when the build ends.
+    let mut stdin_context: Option<StdinContext> = None;
     let (context, dockerfile, dockerfile_name) = if args.context == "-" {
         stdin_used = true;
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the Dockerfile from stdin")?;
-        (None, text, "Dockerfile".to_owned())
+            .read_to_end(&mut bytes)
+            .context("reading the build context from stdin")?;
+        if is_archive(&bytes) {
+            let dir = store
+                .staging_dir()
+                .join(format!("stdin-context-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let guard = StdinContext(dir.clone());
+            forge_export::apply_layer(&bytes[..], &dir, &forge_export::UnpackOptions::default())
+                .context("unpacking the build context tar from stdin")?;
+            let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
+            let path = dir.join(name.trim_start_matches('/'));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {name} from the context tar on stdin"))?;
+            stdin_context = Some(guard);
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("build context {}", dir.display()))?;
+            (Some(dir), text, name)
+        } else {
+            let text = String::from_utf8(bytes)
+                .context("the Dockerfile on stdin is not UTF-8 (nor a tar of a context)")?;
+            (None, text, "Dockerfile".to_owned())
+        }
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
@@ -312,6 +336,7 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     };
     let result = forge_build::build(&req, &store, &provider, progress.as_ref() as &dyn Progress);
     progress.finish();
+    drop(stdin_context);
     let output = match result {
         Ok(o) => o,
         Err(e) => {
@@ -356,5 +381,25 @@ pub(crate) fn human_size(bytes: u64) -> String {
         format!("{bytes}B")
     } else {
         format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+/// Whether stdin holds a (possibly compressed) tar rather than a Dockerfile.
+fn is_archive(bytes: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 4] = [
+        &[0x1f, 0x8b],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z', 0],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+    ];
+    MAGICS.iter().any(|m| bytes.starts_with(m)) || bytes.get(257..262) == Some(b"ustar".as_slice())
+}
+
+/// The directory a stdin tar was unpacked into; removed when dropped.
+struct StdinContext(PathBuf);
+
+impl Drop for StdinContext {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

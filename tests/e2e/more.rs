@@ -354,3 +354,48 @@ forgetest!(run_env_from_forge_and_network_none, |t| {
         net.stdout
     );
 });
+
+forgetest!(context_tar_on_stdin, |t| {
+    t.write("files/in.txt", "from-tar\n");
+    t.write(
+        "Dockerfile",
+        "FROM busybox:latest\nCOPY files/in.txt /in.txt\n",
+    );
+    t.write(
+        "other.Dockerfile",
+        "FROM busybox:latest\nCOPY files /files\n",
+    );
+    for (compress, file, tag) in [
+        ("-cf", None, "tar:1"),
+        ("-czf", Some("other.Dockerfile"), "tar:2"),
+    ] {
+        let tar = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(t.ctx())
+            .args([compress, "-", "."])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        let mut args = vec!["build", "-q", "-t", tag];
+        if let Some(f) = file {
+            args.extend(["-f", f]);
+        }
+        args.push("-");
+        let run = t.forge_stdin(&args, Some(&tar.stdout));
+        assert!(run.success(), "{}", run.stderr);
+    }
+    assert_eq!(t.sh("tar:1", "cat /in.txt"), "from-tar\n");
+    assert_eq!(t.sh("tar:2", "cat /files/in.txt"), "from-tar\n");
+    let leftovers: Vec<_> = std::fs::read_dir(t.root().join("v1/tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().starts_with("stdin-context"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "unpacked contexts left behind: {leftovers:?}"
+    );
+});
