@@ -40,7 +40,7 @@ enum Command {
     /// Plan a build: the graph of steps and the image config of each stage (text, JSON or DOT).
     Plan(commands::plan::PlanArgs),
     /// Build an image from a Dockerfile.
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
     /// Run a command in a new container from an image.
     Run(commands::run::RunArgs),
     /// List the images in the store.
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => commands::prune::run(&globals, args),
         Command::System(args) => commands::system::run(&globals, args),
         Command::Plan(args) => commands::plan::run(&globals, args),
-        Command::Build(args) => commands::build::run(&globals, args),
+        Command::Build(args) => commands::build::run(&globals, *args),
         Command::Run(args) => commands::run::run(&globals, args),
         Command::Images(args) => commands::images::run_images(&globals, args),
         Command::Inspect(args) => commands::images::run_inspect(&globals, args),

@@ -90,7 +90,7 @@ fn build_args(
     let mut out = BTreeMap::new();
     for arg in given {
         match arg.split_once('=') {
-            Some((k, _)) if k.is_empty() => anyhow::bail!("--build-arg {arg:?}: the name is empty"),
+            Some(("", _)) => anyhow::bail!("--build-arg {arg:?}: the name is empty"),
             Some((k, v)) => {
                 out.insert(k.to_string(), v.to_string());
             }
@@ -121,6 +121,26 @@ fn dockerignore(dockerfile: &Path, context: &Path) -> anyhow::Result<Vec<String>
         }
     }
     Ok(Vec::new())
+}
+
+/// Base images from the local store only: `forge plan` never pulls, and an image the store
+/// lacks shows as an unresolved source.
+struct LocalImages {
+    store: Option<forge_cache::Store>,
+}
+
+impl ImageResolver for LocalImages {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Option<ResolvedImage> {
+        let store = self.store.as_ref()?;
+        let name = crate::images::canonical_name(reference).ok()?;
+        let descriptor = store.resolve_image(&name).ok()??;
+        let image = forge_build::load_image(store, &name, &descriptor, platform).ok()?;
+        Some(ResolvedImage {
+            reference: name,
+            digest: image.manifest_descriptor.digest().to_string(),
+            config: serde_json::from_slice(&image.config_json).ok()?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -170,25 +190,5 @@ mod tests {
             format!("{err:#}").contains("Dockerfile.dockerignore"),
             "{err:#}"
         );
-    }
-}
-
-/// Base images from the local store only: `forge plan` never pulls, and an image the store
-/// lacks shows as an unresolved source.
-struct LocalImages {
-    store: Option<forge_cache::Store>,
-}
-
-impl ImageResolver for LocalImages {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Option<ResolvedImage> {
-        let store = self.store.as_ref()?;
-        let name = crate::images::canonical_name(reference).ok()?;
-        let descriptor = store.resolve_image(&name).ok()??;
-        let image = forge_build::load_image(store, &name, &descriptor, platform).ok()?;
-        Some(ResolvedImage {
-            reference: name,
-            digest: image.manifest_descriptor.digest().to_string(),
-            config: serde_json::from_slice(&image.config_json).ok()?,
-        })
     }
 }

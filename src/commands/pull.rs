@@ -93,7 +93,7 @@ pub(crate) fn run_push(globals: &Globals, args: PushArgs) -> anyhow::Result<Exit
     );
     let report = runtime.block_on(client.push(
         &source,
-        &pushed.digest().to_string(),
+        pushed.digest().as_ref(),
         &target,
         &PushOptions { mount_from },
     ))?;

@@ -41,11 +41,7 @@ fn run_df(globals: &Globals, args: DfArgs) -> anyhow::Result<ExitCode> {
         "TYPE", "TOTAL", "ACTIVE", "SIZE"
     );
     for r in &usage.rows {
-        let pct = if r.size == 0 {
-            0
-        } else {
-            r.reclaimable * 100 / r.size
-        };
+        let pct = (r.reclaimable * 100).checked_div(r.size).unwrap_or(0);
         println!(
             "{:<20}{:<10}{:<10}{:<12}{} ({pct}%)",
             r.kind,
