@@ -144,7 +144,11 @@ pub fn run_image(
             ExitKind::Signal(s) => ContainerExit::Code(128 + s),
         }),
         Err(ExecError::Exec { err, .. }) => Ok(ContainerExit::CannotInvoke(
-            if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 },
+            if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
         )),
         Err(e) => Err(RunError::Sandbox(e)),
     }
