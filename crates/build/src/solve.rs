@@ -221,8 +221,23 @@ impl Solver<'_> {
     }
 
     fn key_builder(&self, op: &Op, inputs: &[State]) -> forge_cache::CacheKeyBuilder {
-        let mut builder = CacheKey::builder(&op.digest);
+        let link = is_link(op);
+        // The planner's digest covers the inputs' digests, the base image's included; a
+        // --link layer is keyed by its own definition and its non-base inputs instead.
+        let definition = if link {
+            format!(
+                "link/v1 {}",
+                serde_json::to_string(&op.kind).unwrap_or_else(|_| op.digest.clone())
+            )
+        } else {
+            op.digest.clone()
+        };
+        let mut builder = CacheKey::builder(&definition);
         for (input, state) in op.inputs.iter().zip(inputs) {
+            // A COPY --link layer does not depend on what it lands on (BuildKit rebases it).
+            if link && input.role == InputRole::Base {
+                continue;
+            }
             // A COPY from the context is keyed by the files it selects, not the whole context.
             if input.role == InputRole::CopySource {
                 if let OpKind::File(FileOp {
@@ -298,14 +313,36 @@ impl Solver<'_> {
             Ok(k) => k,
             Err(e) => return Err(self.fail(op, start, e)),
         };
+        // What later ops see: a --link layer's key is its own, its state's is on its base.
+        let state_key = if is_link(op) {
+            CacheKey::builder("link-on-base/v1")
+                .input(&base.key)
+                .input(&key)
+                .finish()
+        } else {
+            key
+        };
         let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
         if !bypass {
-            if let Some(snapshot) = self.lookup(&key)? {
+            // A --link layer already rebased onto this base is recorded under the state key.
+            let hit = if is_link(op) {
+                match self.lookup(&state_key)? {
+                    Some(s) => Some(s),
+                    None => self.lookup(&key)?,
+                }
+            } else {
+                self.lookup(&key)?
+            };
+            if let Some(snapshot) = hit {
+                let snapshot = match self.rebase(op, snapshot, base, &state_key) {
+                    Ok(s) => s,
+                    Err(e) => return Err(self.fail(op, start, e)),
+                };
                 self.memory.observe(op, ingredients);
                 self.progress.event(Event::Cached { step: op.id });
                 return Ok((
                     State {
-                        key,
+                        key: state_key,
                         top: Some(snapshot),
                         root: base.root.clone(),
                     },
@@ -340,7 +377,7 @@ impl Solver<'_> {
                 });
                 Ok((
                     State {
-                        key,
+                        key: state_key,
                         top: Some(snapshot),
                         root: base.root.clone(),
                     },
@@ -350,6 +387,46 @@ impl Solver<'_> {
             }
             Err(e) => Err(self.fail(op, start, e)),
         }
+    }
+
+    /// A cached --link layer recorded on another base: the same files as a new snapshot on
+    /// this base (the layer was written into an empty directory, so it holds no whiteouts
+    /// and copies as it is). Other snapshots are used as they are.
+    fn rebase(
+        &self,
+        op: &Op,
+        snapshot: SnapshotId,
+        base: &State,
+        state_key: &CacheKey,
+    ) -> Result<SnapshotId, BuildError> {
+        if !is_link(op) || self.store.snapshot_meta(&snapshot)?.parent == base.top {
+            return Ok(snapshot);
+        }
+        let layer = self.store.snapshot_fs(&snapshot)?;
+        let draft = self.store.prepare_snapshot()?;
+        let spec = CopySpec {
+            sources: vec![CopySource::Path(".".to_owned())],
+            dest: "/".to_owned(),
+            keep_source_owner: true,
+            ..CopySpec::default()
+        };
+        forge_executor::copy(&spec, &layer, &draft.fs_dir())
+            .map_err(|source| self.fileop_error(op, source))?;
+        let meta = SnapshotMeta {
+            parent: base.top.clone(),
+            description: op.name.clone(),
+            ..SnapshotMeta::default()
+        };
+        let rebased = self.store.commit_snapshot(draft, meta)?;
+        self.store.put_record(
+            state_key,
+            &CacheRecord {
+                snapshot: Some(rebased.clone()),
+                description: op.name.clone(),
+                ..CacheRecord::default()
+            },
+        )?;
+        Ok(rebased)
     }
 
     fn fail(&self, op: &Op, start: Instant, err: BuildError) -> BuildError {
@@ -831,4 +908,9 @@ fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), Build
             .map_err(|e| BuildError::io(dir, e))?;
     }
     Ok(())
+}
+
+/// `COPY --link` / `ADD --link`.
+fn is_link(op: &Op) -> bool {
+    matches!(&op.kind, OpKind::File(file) if file.link)
 }
