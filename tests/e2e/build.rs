@@ -264,3 +264,61 @@ forgetest!(missing_base_image_is_named, |t| {
     let run = t.build_err(&[]);
     assert!(run.stderr.contains("nosuchimage"), "{}", run.stderr);
 });
+
+forgetest!(cache_follows_content_not_paths_or_mtimes, |t| {
+    t.write("src/a.txt", "a\n");
+    t.write("src/run.sh", "echo run\n");
+    t.dockerfile("FROM busybox:latest\nCOPY src /src\nRUN sh /src/run.sh > /out\n");
+    let first = t.build_ok(&[]);
+    // Only the mtime changes: still cached.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(t.ctx().join("src/a.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let touched = t.build_ok(&[]);
+    assert!(
+        touched.step("COPY src").cached,
+        "an mtime change missed the cache:\n{}",
+        touched.log
+    );
+    assert_eq!(touched.id, first.id);
+    // The same content in another directory: cached too.
+    let copy = t.scratch().join("ctx2");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(t.ctx())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ctx2 = copy.display().to_string();
+    let run = t.forge(&["build", "--progress", "plain", &ctx2]);
+    assert!(run.success(), "{}", run.stderr);
+    let moved = crate::harness::parse_steps(&run.stderr);
+    assert!(
+        moved
+            .iter()
+            .filter(|s| !s.name.contains("FROM"))
+            .all(|s| s.cached),
+        "{}",
+        run.stderr
+    );
+    // A mode change is a change.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        t.ctx().join("src/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let chmodded = t.build_ok(&["-t", "mode:1"]);
+    assert!(!chmodded.step("COPY src").cached, "{}", chmodded.log);
+    assert_eq!(t.sh("mode:1", "stat -c %a /src/run.sh"), "755\n");
+    // So is a .dockerignore that now hides a copied file.
+    t.write(".dockerignore", "src/a.txt\n");
+    let ignored = t.build_ok(&["-t", "mode:2"]);
+    assert!(!ignored.step("COPY src").cached, "{}", ignored.log);
+    assert_eq!(t.sh("mode:2", "ls /src"), "run.sh\n");
+});
