@@ -399,3 +399,35 @@ forgetest!(context_tar_on_stdin, |t| {
         "unpacked contexts left behind: {leftovers:?}"
     );
 });
+
+forgetest!(scratch_images_and_the_default_path, |t| {
+    t.dockerfile(
+        "FROM scratch\n\
+         COPY --from=busybox:latest /bin/busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox echo $PATH > /path\"]\n\
+         CMD [\"/bin/busybox\", \"cat\", \"/path\"]\n",
+    );
+    t.build_ok(&["-t", "scratchy:1"]);
+    let out = t.run_ok("scratchy:1", &[]);
+    assert!(
+        out.starts_with("/usr/local/sbin:/usr/local/bin:"),
+        "RUN's PATH in a scratch image: {out:?}"
+    );
+    let config = t.config("scratchy:1");
+    let layers = t.inspect("scratchy:1")["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(layers, 2, "COPY and RUN layers only: {config}");
+});
+
+forgetest!(remote_add_is_refused_clearly, |t| {
+    t.dockerfile("FROM busybox:latest\nADD https://example.invalid/file.txt /f\n");
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("Dockerfile:2"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("https://example.invalid/file.txt"),
+        "{}",
+        run.stderr
+    );
+});
