@@ -11,4 +11,5 @@ mod copy;
 mod images;
 mod more;
 mod mounts;
+mod registry;
 mod run;
