@@ -93,11 +93,22 @@ forgetest!(bind_and_tmpfs_mounts, |t| {
         ),
         "from-context\nfrom-stage\n1\n0\n"
     );
-    // The bind mount reads the context, so a changed file reruns its step.
+    // A file outside the mounted directory changes: the step stays cached.
+    t.write("unrelated.txt", "new\n");
+    let unrelated = t.build_ok(&[]);
+    assert!(
+        unrelated.step("--mount=type=bind,source=data").cached,
+        "{}",
+        unrelated.log
+    );
+    // The bind mount reads the context, so a changed file in it reruns its step.
     t.write("data/a.txt", "changed\n");
     let again = t.build_ok(&["-t", "bind:2"]);
-    assert!(
-        !again.step("--mount=type=bind,source=data").cached,
+    let step = again.step("--mount=type=bind,source=data");
+    assert!(!step.cached, "{}", again.log);
+    assert_eq!(
+        step.miss.as_deref(),
+        Some("file \"data\" in the build context changed"),
         "{}",
         again.log
     );

@@ -189,11 +189,20 @@ impl Solver<'_> {
                     false,
                 ))
             }
-            OpKind::Context { name, .. } => {
-                let digest = self.context_tree(name).map(|t| t.root_digest());
+            OpKind::Context { name, include, .. } => {
                 let mut builder = self.key_builder(op, inputs);
-                if let Some(d) = &digest {
-                    builder = builder.content("context", d);
+                // A mount of `source=dir` reads only that part of the context: key it by that
+                // part, so an unrelated file does not rerun the RUN (BuildKit does the same).
+                if let Some(tree) = self.context_tree(name) {
+                    if include.is_empty() {
+                        builder = builder.content("context", &tree.root_digest());
+                    }
+                    for path in include {
+                        builder = match tree.digest(path) {
+                            Some(d) => builder.content(path, &d),
+                            None => builder.extra(path, b"(missing)"),
+                        };
+                    }
                 }
                 Ok((
                     State {
@@ -474,6 +483,22 @@ impl Solver<'_> {
                         })?;
                         builder = builder.content(&rel, &digest);
                         files.insert(rel, digest.to_string());
+                    }
+                }
+            }
+        }
+        // The context parts a RUN mounts, so a miss can name the file that changed.
+        if let (OpKind::Run(run), Some(tree)) = (&op.kind, self.context_tree("context")) {
+            for m in &run.mounts {
+                let from_context = matches!(m.from, Some(SourceRef::Context));
+                if m.kind == MountType::Bind && from_context {
+                    let path = m
+                        .source
+                        .clone()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| ".".to_owned());
+                    if let Some(d) = tree.digest(&path) {
+                        files.insert(path, d.to_string());
                     }
                 }
             }
