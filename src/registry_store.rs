@@ -19,10 +19,108 @@ use forge_registry::{
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
+/// Bytes per blob while a pull or push runs: a bar per layer on a terminal, a line per
+/// finished blob otherwise.
+#[derive(Debug)]
+pub(crate) struct TransferProgress {
+    multi: Option<indicatif::MultiProgress>,
+    verb: &'static str,
+}
+
+impl TransferProgress {
+    pub(crate) fn new(verb: &'static str) -> Arc<Self> {
+        use std::io::IsTerminal;
+        Arc::new(TransferProgress {
+            multi: std::io::stderr()
+                .is_terminal()
+                .then(indicatif::MultiProgress::new),
+            verb,
+        })
+    }
+
+    fn start(self: &Arc<Self>, digest: &str, size: u64, done: u64) -> BlobMeter {
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = m.add(indicatif::ProgressBar::new(size));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(short(digest));
+            bar.set_position(done);
+            bar
+        });
+        BlobMeter {
+            progress: self.clone(),
+            digest: digest.to_owned(),
+            bar,
+            bytes: done,
+        }
+    }
+}
+
+fn short(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+/// One blob's meter.
+#[derive(Debug)]
+struct BlobMeter {
+    progress: Arc<TransferProgress>,
+    digest: String,
+    bar: Option<indicatif::ProgressBar>,
+    bytes: u64,
+}
+
+impl BlobMeter {
+    fn add(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        match self.bar.take() {
+            Some(bar) => bar.finish(),
+            None => eprintln!(
+                "  {} {}: {} bytes",
+                self.progress.verb,
+                short(&self.digest),
+                self.bytes
+            ),
+        }
+    }
+}
+
+/// A reader that feeds a meter (pushes).
+struct MeteredReader {
+    inner: Box<dyn Read + Send>,
+    meter: BlobMeter,
+    finished: bool,
+}
+
+impl Read for MeteredReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.meter.add(n);
+        if n == 0 && !buf.is_empty() && !self.finished {
+            self.finished = true;
+            self.meter.finish();
+        }
+        Ok(n)
+    }
+}
+
 /// The store seen by the registry client.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreBlobs {
     pub(crate) store: Arc<Store>,
+    /// Where transfer progress goes, if anywhere.
+    pub(crate) progress: Option<Arc<TransferProgress>>,
 }
 
 impl StoreBlobs {
@@ -42,7 +140,7 @@ impl BlobSink for StoreBlobs {
         parse_digest(digest).is_ok_and(|d| self.store.has_blob(&d))
     }
 
-    fn begin_blob(&self, digest: &str, _size: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
+    fn begin_blob(&self, digest: &str, size: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
         let dir = self.downloads();
         fs::create_dir_all(&dir).map_err(|source| BlobError::Io {
             path: dir.clone(),
@@ -78,6 +176,10 @@ impl BlobSink for StoreBlobs {
             digest: digest.to_owned(),
             hasher,
             offset,
+            meter: self
+                .progress
+                .as_ref()
+                .map(|p| p.start(digest, size, offset)),
         }))
     }
 }
@@ -89,6 +191,7 @@ struct StoreBlobWriter {
     digest: String,
     hasher: Sha256,
     offset: u64,
+    meter: Option<BlobMeter>,
 }
 
 impl Write for StoreBlobWriter {
@@ -96,6 +199,9 @@ impl Write for StoreBlobWriter {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        if let Some(m) = &mut self.meter {
+            m.add(n);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -108,7 +214,10 @@ impl BlobWriter for StoreBlobWriter {
         self.offset
     }
 
-    fn commit(self: Box<Self>) -> Result<(), BlobError> {
+    fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        if let Some(m) = &mut self.meter {
+            m.finish();
+        }
         let actual = format!("sha256:{}", hex_encode(&self.hasher.clone().finalize()));
         if actual != self.digest {
             let _ = fs::remove_file(&self.staging);
@@ -155,7 +264,17 @@ impl BlobSource for StoreBlobs {
             .map_err(|_| BlobError::Missing {
                 digest: digest.to_owned(),
             })?;
-        Ok(Box::new(file))
+        match &self.progress {
+            Some(p) => {
+                let size = self.store.blob_size(&d).unwrap_or(0);
+                Ok(Box::new(MeteredReader {
+                    inner: Box::new(file),
+                    meter: p.start(digest, size, 0),
+                    finished: false,
+                }))
+            }
+            None => Ok(Box::new(file)),
+        }
     }
 }
 
@@ -198,6 +317,7 @@ pub(crate) fn pull_into_store(
     store: &Arc<Store>,
     reference: &Reference,
     platform: &Platform,
+    progress: Option<Arc<TransferProgress>>,
 ) -> anyhow::Result<(String, Descriptor)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -205,6 +325,7 @@ pub(crate) fn pull_into_store(
         .build()?;
     let sink = StoreBlobs {
         store: store.clone(),
+        progress,
     };
     let pulled = runtime.block_on(client.pull(reference, &registry_platform(platform), &sink))?;
     let resolved = &pulled.resolved;
@@ -249,7 +370,8 @@ impl ImageProvider for PullingProvider {
         if !self.quiet {
             eprintln!("pulling {name}");
         }
-        match pull_into_store(&self.client, &self.store, &parsed, platform) {
+        let progress = (!self.quiet).then(|| TransferProgress::new("pulled"));
+        match pull_into_store(&self.client, &self.store, &parsed, platform, progress) {
             Ok((name, descriptor)) => Ok(Some(ProvidedImage { name, descriptor })),
             // With --pull and no registry reachable, the local image still serves.
             Err(_) if local.is_some() => {

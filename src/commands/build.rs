@@ -344,6 +344,10 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(1));
         }
     };
+    // Keep the build cache within its budget (least recently used records first).
+    if let Err(e) = store.auto_prune() {
+        eprintln!("warning: pruning the build cache: {e}");
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &output.image_id)
             .with_context(|| format!("writing {}", path.display()))?;

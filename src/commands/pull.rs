@@ -10,7 +10,7 @@ use forge_registry::{BlobPush, PushOptions, Reference};
 
 use crate::images::familiar_name;
 use crate::registry_store::{
-    manifest_for_push, pull_into_store, PushCompression, RegistryArgs, StoreBlobs,
+    manifest_for_push, pull_into_store, PushCompression, RegistryArgs, StoreBlobs, TransferProgress,
 };
 use crate::Globals;
 
@@ -48,7 +48,8 @@ pub(crate) fn run_pull(globals: &Globals, args: PullArgs) -> anyhow::Result<Exit
     };
     let client = args.registry.client()?;
     eprintln!("pulling {}", reference);
-    let (name, descriptor) = pull_into_store(&client, &store, &reference, &platform)?;
+    let progress = Some(TransferProgress::new("pulled"));
+    let (name, descriptor) = pull_into_store(&client, &store, &reference, &platform, progress)?;
     eprintln!("pulled {} ({})", familiar_name(&name), descriptor.digest());
     println!("{}", descriptor.digest());
     Ok(ExitCode::SUCCESS)
@@ -85,6 +86,7 @@ pub(crate) fn run_push(globals: &Globals, args: PushArgs) -> anyhow::Result<Exit
         .build()?;
     let source = StoreBlobs {
         store: store.clone(),
+        progress: Some(TransferProgress::new("pushed")),
     };
     eprintln!(
         "pushing {} to {}",
