@@ -115,3 +115,32 @@ forgetest!(bind_and_tmpfs_mounts, |t| {
     assert!(again.step("[tools 2/2] RUN").cached, "{}", again.log);
     assert_eq!(t.sh("bind:2", "cat /ctx-seen"), "changed\n");
 });
+
+forgetest!(secret_as_env_and_ssh_socket, |t| {
+    let file = t.scratch().join("secret.txt");
+    std::fs::write(&file, SECRET).unwrap();
+    let sock_path = t.scratch().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         RUN --mount=type=secret,id=s,env=TOKEN sh -c 'echo ${#TOKEN}' > /envlen\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo agent > /ssh\n\
+         RUN echo \"[${TOKEN-}]\" > /later\n",
+    );
+    let secret = format!("id=s,src={}", file.display());
+    let ssh = format!("default={}", sock_path.display());
+    let built = t.build_ok(&["--secret", &secret, "--ssh", &ssh, "-t", "envsec:1"]);
+    assert!(!built.log.contains(SECRET));
+    assert_eq!(
+        t.sh(
+            "envsec:1",
+            "cat /envlen /ssh /later; env | grep -c TOKEN || true"
+        ),
+        format!("{}\nagent\n[]\n0\n", SECRET.len())
+    );
+    let inspect = t.forge(&["inspect", "envsec:1"]).stdout;
+    assert!(!inspect.contains(SECRET));
+    for layer in t.layer_tars("envsec:1") {
+        assert!(!contains_bytes(&layer, SECRET.as_bytes()));
+    }
+});
