@@ -323,3 +323,20 @@ forgetest!(unknown_users_are_errors_naming_them, |t| {
     assert_ne!(run2.status, Some(0), "{}", run2.stderr);
     assert!(run2.stderr.contains("ghost"), "{}", run2.stderr);
 });
+
+// As in BuildKit, a --link layer is written without its base, so --chown takes ids (a
+// name cannot be looked up and is an error), and a relative dest still follows WORKDIR.
+forgetest!(copy_link_with_workdir_and_numeric_chown, |t| {
+    t.write("a.txt", "a\n");
+    t.dockerfile(
+        "FROM busybox:latest\nWORKDIR /w\nCOPY --link a.txt rel/\nCOPY --link --chown=1000:1000 a.txt /owned\n",
+    );
+    t.build_ok(&["-t", "lk:1"]);
+    assert_eq!(
+        t.sh("lk:1", "cat /w/rel/a.txt; stat -c %u:%g /owned"),
+        "a\n1000:1000\n"
+    );
+    t.dockerfile("FROM busybox:latest\nCOPY --link --chown=app a.txt /named\n");
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("\"app\""), "{}", run.stderr);
+});
