@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use forge_build::{BuildRequest, Progress};
+use forge_build::{BuildRequest, Event, Progress};
 use forge_cache::Store;
 use forge_executor::{NetworkMode, ResourceLimits, Runtime, SandboxConfig};
 use forge_planner::Platform;
@@ -328,6 +328,26 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         args.progress
     };
     let progress = renderer(mode);
+    // Build checks, as `docker build` runs them: warnings, or a failure before any step
+    // under `# check=error=true`. A Dockerfile that does not parse fails in the build.
+    if let Ok(df) = forge_parser::parse(&req.dockerfile) {
+        let findings = forge_parser::check(&df, &req.dockerfile);
+        for finding in &findings {
+            progress.event(Event::Warning {
+                message: &finding.render(&req.dockerfile_name),
+            });
+        }
+        if findings.iter().any(|f| f.error) {
+            progress.finish();
+            let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+            eprintln!(
+                "error: {}: build checks failed (check=error=true): {}",
+                req.dockerfile_name,
+                rules.join(", ")
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
     let began = std::time::Instant::now();
     let provider = PullingProvider {
         store: store.clone(),

@@ -322,3 +322,23 @@ forgetest!(cache_follows_content_not_paths_or_mtimes, |t| {
     assert!(!ignored.step("COPY src").cached, "{}", ignored.log);
     assert_eq!(t.sh("mode:2", "ls /src"), "run.sh\n");
 });
+
+forgetest!(build_checks_warn_and_can_fail_the_build, |t| {
+    t.dockerfile("FROM busybox:latest as lower\nRUN echo hi\n");
+    let built = t.build_ok(&[]);
+    assert!(
+        built.log.lines().any(|l| l.starts_with("WARNING: ")
+            && l.contains("Dockerfile:1:")
+            && l.contains("FromAsCasing")),
+        "no FromAsCasing warning:\n{}",
+        built.log
+    );
+    t.dockerfile("# check=error=true\nFROM busybox:latest as lower\nRUN echo hi > /never\n");
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("FromAsCasing"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("RUN echo hi"),
+        "a step ran:\n{}",
+        run.stderr
+    );
+});
