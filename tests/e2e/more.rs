@@ -431,3 +431,25 @@ forgetest!(remote_add_is_refused_clearly, |t| {
         run.stderr
     );
 });
+
+forgetest!(platform_args_are_predefined, |t| {
+    t.dockerfile(
+        "FROM --platform=$BUILDPLATFORM busybox:latest AS b\n\
+         ARG TARGETOS\nARG TARGETARCH\nARG TARGETPLATFORM\nARG BUILDOS\n\
+         RUN echo \"$TARGETOS $TARGETARCH $TARGETPLATFORM $BUILDOS\" > /p\n\
+         FROM busybox:latest\nCOPY --from=b /p /p\n",
+    );
+    t.build_ok(&["-t", "plat:1"]);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(
+        t.sh("plat:1", "cat /p"),
+        format!("linux {arch} linux/{arch} linux\n")
+    );
+    let inspect = t.inspect("plat:1");
+    assert_eq!(inspect["Config"]["architecture"], arch, "{inspect}");
+    assert_eq!(inspect["Config"]["os"], "linux", "{inspect}");
+});
