@@ -342,3 +342,39 @@ forgetest!(build_checks_warn_and_can_fail_the_build, |t| {
         run.stderr
     );
 });
+
+forgetest!(a_miss_names_the_file_inside_a_copied_directory, |t| {
+    t.write("app/src/main.txt", "one\n");
+    t.write("app/src/lib.txt", "lib\n");
+    t.write("app/README", "readme\n");
+    t.dockerfile("FROM busybox:latest\nCOPY . /app\n");
+    t.build_ok(&[]);
+    t.write("app/src/main.txt", "two\n");
+    let changed = t.build_ok(&[]);
+    assert_eq!(
+        changed.step("COPY . /app").miss.as_deref(),
+        Some("file \"app/src/main.txt\" in the build context changed"),
+        "{}",
+        changed.log
+    );
+    t.write("app/src/new.txt", "new\n");
+    let added = t.build_ok(&[]);
+    assert_eq!(
+        added.step("COPY . /app").miss.as_deref(),
+        Some("file \"app/src/new.txt\" was added to the build context"),
+        "{}",
+        added.log
+    );
+    std::fs::remove_file(t.ctx().join("app/README")).unwrap();
+    let removed = t.build_ok(&["-t", "dirmiss:1"]);
+    assert_eq!(
+        removed.step("COPY . /app").miss.as_deref(),
+        Some("file \"app/README\" was removed from the build context"),
+        "{}",
+        removed.log
+    );
+    assert_eq!(
+        t.sh("dirmiss:1", "ls /app/app /app/app/src"),
+        "/app/app:\nsrc\n\n/app/app/src:\nlib.txt\nmain.txt\nnew.txt\n"
+    );
+});

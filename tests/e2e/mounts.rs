@@ -108,7 +108,7 @@ forgetest!(bind_and_tmpfs_mounts, |t| {
     assert!(!step.cached, "{}", again.log);
     assert_eq!(
         step.miss.as_deref(),
-        Some("file \"data\" in the build context changed"),
+        Some("file \"data/a.txt\" in the build context changed"),
         "{}",
         again.log
     );

@@ -19,6 +19,9 @@ pub(crate) struct Ingredients {
     pub(crate) key: CacheKey,
     /// Context files read (path -> content digest).
     pub(crate) files: BTreeMap<String, String>,
+    /// The files and symlinks below directories in `files` (path -> digest), so a miss can
+    /// name the file inside a copied directory that changed.
+    pub(crate) detail: BTreeMap<String, String>,
     /// `KEY=value` environment of a RUN (ENV and build args).
     pub(crate) env: Vec<String>,
     /// Keys of the step's inputs.
@@ -32,6 +35,7 @@ impl Ingredients {
         Ingredients {
             key,
             files: BTreeMap::new(),
+            detail: BTreeMap::new(),
             env: Vec::new(),
             inputs: Vec::new(),
             image: None,
@@ -46,6 +50,8 @@ struct Remembered {
     key: String,
     #[serde(default)]
     files: BTreeMap<String, String>,
+    #[serde(default)]
+    detail: BTreeMap<String, String>,
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
@@ -93,6 +99,7 @@ impl Memory {
             name: op.name.clone(),
             key: ingredients.key.to_hex(),
             files: ingredients.files,
+            detail: ingredients.detail,
             env: ingredients.env,
             inputs: ingredients.inputs,
             image: ingredients.image,
@@ -117,7 +124,10 @@ impl Memory {
         for (path, digest) in &now.files {
             match before.files.get(path) {
                 Some(old) if old == digest => {}
-                Some(_) => return format!("file {path:?} in the build context changed"),
+                Some(_) => {
+                    return changed_below(path, &before.detail, &now.detail)
+                        .unwrap_or_else(|| format!("file {path:?} in the build context changed"))
+                }
                 None => return format!("file {path:?} is new to this step"),
             }
         }
@@ -175,6 +185,32 @@ impl Memory {
             }
         }
     }
+}
+
+/// The first file below the directory `dir` that changed, appeared or went away.
+fn changed_below(
+    dir: &str,
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Option<String> {
+    let below = |p: &str| dir == "." || dir.is_empty() || p.starts_with(&format!("{dir}/"));
+    let mut paths: Vec<&String> = before
+        .keys()
+        .chain(now.keys())
+        .filter(|p| below(p))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .find_map(|p| match (before.get(p), now.get(p)) {
+            (Some(a), Some(b)) if a != b => {
+                Some(format!("file {p:?} in the build context changed"))
+            }
+            (None, Some(_)) => Some(format!("file {p:?} was added to the build context")),
+            (Some(_), None) => Some(format!("file {p:?} was removed from the build context")),
+            _ => None,
+        })
 }
 
 fn strip_prefix(name: &str) -> &str {

@@ -465,6 +465,7 @@ impl Solver<'_> {
     fn full_key(&self, op: &Op, inputs: &[State]) -> Result<(CacheKey, Ingredients), BuildError> {
         let mut builder = self.key_builder(op, inputs);
         let mut files = BTreeMap::new();
+        let mut detail = BTreeMap::new();
         if let OpKind::File(file) = &op.kind {
             if let SourceRef::Context = file.from {
                 if let Some(tree) = self.context_tree("context") {
@@ -482,6 +483,7 @@ impl Solver<'_> {
                             }),
                         })?;
                         builder = builder.content(&rel, &digest);
+                        detail_below(tree, &rel, &mut detail);
                         files.insert(rel, digest.to_string());
                     }
                 }
@@ -498,6 +500,7 @@ impl Solver<'_> {
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| ".".to_owned());
                     if let Some(d) = tree.digest(&path) {
+                        detail_below(tree, &path, &mut detail);
                         files.insert(path, d.to_string());
                     }
                 }
@@ -513,6 +516,7 @@ impl Solver<'_> {
             Ingredients {
                 key,
                 files,
+                detail,
                 env,
                 inputs: inputs.iter().map(|s| s.key.to_hex()).collect(),
                 image: None,
@@ -938,4 +942,29 @@ fn init_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), Build
 /// `COPY --link` / `ADD --link`.
 fn is_link(op: &Op) -> bool {
     matches!(&op.kind, OpKind::File(file) if file.link)
+}
+
+/// Most files remembered below one copied directory, to explain a miss; a bigger tree is
+/// explained by its top directory alone.
+const DETAIL_LIMIT: usize = 20_000;
+
+/// Records the files and symlinks below `path` when it is a directory of the context.
+fn detail_below(tree: &ContextTree, path: &str, detail: &mut BTreeMap<String, String>) {
+    let is_dir = tree
+        .entry(path)
+        .is_some_and(|e| e.kind == forge_cache::EntryKind::Dir);
+    if !is_dir {
+        return;
+    }
+    let leaves: Vec<(&str, &forge_cache::ContextEntry)> = tree
+        .entries_under(path)
+        .filter(|(_, e)| e.kind != forge_cache::EntryKind::Dir)
+        .take(DETAIL_LIMIT + 1)
+        .collect();
+    if leaves.len() > DETAIL_LIMIT {
+        return;
+    }
+    for (p, e) in leaves {
+        detail.insert(p.to_owned(), e.digest.to_string());
+    }
 }
