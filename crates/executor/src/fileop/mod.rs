@@ -15,6 +15,7 @@ mod scoped;
 mod sources;
 mod tree;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub use error::FileOpError;
@@ -213,12 +214,19 @@ fn copy_trees(
                     }
                     _ => dest_host.clone(),
                 };
-                if is_dir && dest_exists.is_none() {
+                let created = is_dir && dest_exists.is_none();
+                if created {
                     copier.mkdir_all(&target)?;
                 } else if let Some(parent) = target.parent() {
                     copier.mkdir_all(parent)?;
                 }
                 copier.copy(&matched.host, "", &target, false)?;
+                // A directory the copy creates takes --chmod too (fsutil#228, BuildKit 0.14).
+                if let (true, Some(chmod)) = (created, spec.chmod.as_ref()) {
+                    let mode = chmod.apply(0o755, true);
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                        .map_err(error::io_err("chmod", &target))?;
+                }
             }
             Item::Inline { name, content } => {
                 let target = if dest_host.is_dir() {
@@ -373,8 +381,8 @@ fn collect_items<'a>(
                     spec.follow_top_symlink,
                     src_root,
                 )?;
+                let literal = !path.contains(['*', '?', '[']);
                 for matched in expansion.matches {
-                    matched_any = true;
                     let meta = std::fs::symlink_metadata(&matched.host)
                         .map_err(error::io_err("lstat", &matched.host))?;
                     let is_dir = meta.is_dir();
@@ -384,9 +392,18 @@ fn collect_items<'a>(
                             && ignore.matches(&rel)
                             && !(is_dir && ignore.may_reinclude_below(&rel))
                         {
+                            // An ignored file is not in the context: naming it is an error,
+                            // as in BuildKit; a wildcard just does not match it.
+                            if literal {
+                                return Err(FileOpError::SourceNotFound {
+                                    instruction,
+                                    source_path: path.clone(),
+                                });
+                            }
                             continue;
                         }
                     }
+                    matched_any = true;
                     let rel_for_exclude = match &matched.parents {
                         Some((below, _)) if below.as_os_str().is_empty() => ".".to_string(),
                         Some((below, _)) => below.to_string_lossy().into_owned(),
