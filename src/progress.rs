@@ -122,7 +122,10 @@ impl Progress for PlainProgress {
                 let n = s.numbers.get(&step).copied().unwrap_or(0);
                 if let Some(rest) = s.partial.remove(&step).filter(|b| !b.is_empty()) {
                     let since = elapsed.as_secs_f64();
-                    self.line(&format!("#{n} {since:.3} {}", String::from_utf8_lossy(&rest)));
+                    self.line(&format!(
+                        "#{n} {since:.3} {}",
+                        String::from_utf8_lossy(&rest)
+                    ));
                 }
                 let start = at - elapsed.as_secs_f64();
                 match event {
@@ -158,19 +161,39 @@ impl Progress for JsonProgress {
     fn event(&self, event: Event<'_>) {
         let time = self.began.elapsed().as_secs_f64();
         let value = match event {
-            Event::Planned { steps } => serde_json::json!({"event": "planned", "steps": steps, "time": time}),
-            Event::Warning { message } => serde_json::json!({"event": "warning", "message": message, "time": time}),
-            Event::Phase { name } => serde_json::json!({"event": "phase", "name": name, "time": time}),
-            Event::Started { step, name } => serde_json::json!({"event": "started", "step": step, "name": name, "time": time}),
-            Event::Cached { step } => serde_json::json!({"event": "cached", "step": step, "time": time}),
-            Event::Miss { step, reason } => serde_json::json!({"event": "miss", "step": step, "reason": reason, "time": time}),
+            Event::Planned { steps } => {
+                serde_json::json!({"event": "planned", "steps": steps, "time": time})
+            }
+            Event::Warning { message } => {
+                serde_json::json!({"event": "warning", "message": message, "time": time})
+            }
+            Event::Phase { name } => {
+                serde_json::json!({"event": "phase", "name": name, "time": time})
+            }
+            Event::Started { step, name } => {
+                serde_json::json!({"event": "started", "step": step, "name": name, "time": time})
+            }
+            Event::Cached { step } => {
+                serde_json::json!({"event": "cached", "step": step, "time": time})
+            }
+            Event::Miss { step, reason } => {
+                serde_json::json!({"event": "miss", "step": step, "reason": reason, "time": time})
+            }
             Event::Output { step, stream, data } => serde_json::json!({
                 "event": "output", "step": step, "time": time,
                 "stream": match stream { Stream::Stdout => "stdout", Stream::Stderr => "stderr" },
                 "data": String::from_utf8_lossy(data),
             }),
-            Event::Done { step, elapsed } => serde_json::json!({"event": "done", "step": step, "elapsed": elapsed.as_secs_f64(), "time": time}),
-            Event::Failed { step, elapsed, error } => serde_json::json!({"event": "error", "step": step, "elapsed": elapsed.as_secs_f64(), "error": error, "time": time}),
+            Event::Done { step, elapsed } => {
+                serde_json::json!({"event": "done", "step": step, "elapsed": elapsed.as_secs_f64(), "time": time})
+            }
+            Event::Failed {
+                step,
+                elapsed,
+                error,
+            } => {
+                serde_json::json!({"event": "error", "step": step, "elapsed": elapsed.as_secs_f64(), "error": error, "time": time})
+            }
         };
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = std::io::stdout().lock();

@@ -39,19 +39,24 @@ pub(crate) fn run_images(globals: &Globals, args: ImagesArgs) -> anyhow::Result<
             Some((r, t)) if !t.contains('/') => (r.to_owned(), t.to_owned()),
             _ => (familiar.clone(), "<none>".to_owned()),
         };
-        let (id, created, size) = match load_image(&store, &entry.name, &entry.descriptor, &Platform::host()) {
-            Ok(image) => {
-                let id = image.id();
-                let id = id.trim_start_matches("sha256:");
-                let id = if args.no_trunc { id.to_owned() } else { id.chars().take(12).collect() };
-                (
-                    id,
-                    image.config.created().clone().unwrap_or_default(),
-                    human_size(image.size()),
-                )
-            }
-            Err(e) => ("<unreadable>".to_owned(), e.to_string(), String::new()),
-        };
+        let (id, created, size) =
+            match load_image(&store, &entry.name, &entry.descriptor, &Platform::host()) {
+                Ok(image) => {
+                    let id = image.id();
+                    let id = id.trim_start_matches("sha256:");
+                    let id = if args.no_trunc {
+                        id.to_owned()
+                    } else {
+                        id.chars().take(12).collect()
+                    };
+                    (
+                        id,
+                        image.config.created().clone().unwrap_or_default(),
+                        human_size(image.size()),
+                    )
+                }
+                Err(e) => ("<unreadable>".to_owned(), e.to_string(), String::new()),
+            };
         rows.push([repo, tag, id, created, size]);
     }
     let widths: Vec<usize> = (0..5)

@@ -25,7 +25,8 @@ pub(crate) struct ImportArgs {
 
 pub(crate) fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&globals.root)?;
-    let name = canonical_name(&args.name).with_context(|| format!("invalid name {:?}", args.name))?;
+    let name =
+        canonical_name(&args.name).with_context(|| format!("invalid name {:?}", args.name))?;
     let reader: Box<dyn std::io::Read> = if args.file == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -64,7 +65,10 @@ pub(crate) fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCod
         apply_change(&mut config, change)?;
     }
     let history = HistoryBuilder::default()
-        .created_by(format!("Imported from {}", if args.file == "-" { "-" } else { &args.file }))
+        .created_by(format!(
+            "Imported from {}",
+            if args.file == "-" { "-" } else { &args.file }
+        ))
         .build()?;
     let host = forge_planner::Platform::host();
     let mut platform = Platform::default();
@@ -88,7 +92,10 @@ pub(crate) fn run(globals: &Globals, args: ImportArgs) -> anyhow::Result<ExitCod
 
 /// `--change`: the few instructions `docker import` accepts, in their simplest forms.
 fn apply_change(config: &mut Config, change: &str) -> anyhow::Result<()> {
-    let (keyword, rest) = change.trim().split_once(char::is_whitespace).unwrap_or((change, ""));
+    let (keyword, rest) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or((change, ""));
     let rest = rest.trim();
     let words = || -> Vec<String> {
         serde_json::from_str::<Vec<String>>(rest)

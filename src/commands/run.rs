@@ -58,10 +58,14 @@ pub(crate) fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> 
 
 fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
     let store = Store::open(&globals.root)?;
-    let name = canonical_name(&args.image).with_context(|| format!("invalid image name {:?}", args.image))?;
-    let descriptor = store
-        .resolve_image(&name)?
-        .with_context(|| format!("no such image: {} (build it, import it or pull it first)", args.image))?;
+    let name = canonical_name(&args.image)
+        .with_context(|| format!("invalid image name {:?}", args.image))?;
+    let descriptor = store.resolve_image(&name)?.with_context(|| {
+        format!(
+            "no such image: {} (build it, import it or pull it first)",
+            args.image
+        )
+    })?;
     let mut env = Vec::new();
     for e in &args.env {
         match e.split_once('=') {
@@ -89,12 +93,19 @@ fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
         hostname: args.hostname,
     };
     let sandbox = sandbox_config(&store, &args.runtime)?;
-    let exit = run_image(&store, &name, &descriptor, &opts, &sandbox, &mut |stream, data| {
-        let _ = match stream {
-            Stream::Stdout => std::io::stdout().write_all(data),
-            Stream::Stderr => std::io::stderr().write_all(data),
-        };
-    })?;
+    let exit = run_image(
+        &store,
+        &name,
+        &descriptor,
+        &opts,
+        &sandbox,
+        &mut |stream, data| {
+            let _ = match stream {
+                Stream::Stdout => std::io::stdout().write_all(data),
+                Stream::Stderr => std::io::stderr().write_all(data),
+            };
+        },
+    )?;
     let _ = std::io::stdout().flush();
     Ok(exit.status())
 }
