@@ -8,17 +8,21 @@
 //! cannot be set by users, which is what makes it safe to trust. Entries changed within a second
 //! of a hashing run are not memoised (they could change again within one timestamp tick).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsStr;
+use std::collections::HashSet;
+use std::ffi::{CStr, OsStr};
 use std::fs::{self, File};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::libc;
+use nix::sys::stat::{fstatat, Mode};
 use rayon::prelude::*;
 
 use crate::error::{Result, StoreError};
@@ -88,7 +92,9 @@ pub struct ContextEntry {
 #[derive(Debug, Clone)]
 pub struct ContextTree {
     root: PathBuf,
-    entries: BTreeMap<String, ContextEntry>,
+    /// Every entry in byte order of its path (the root, `""`, first), found by binary search: the
+    /// walk produces them in this order, so no map has to be built.
+    entries: Vec<(String, ContextEntry)>,
     stats: HashStats,
 }
 
@@ -111,7 +117,7 @@ impl ContextTree {
 
     /// The digest of the whole context.
     pub fn root_digest(&self) -> ContentDigest {
-        self.entries[""].digest
+        self.entries[0].1.digest
     }
 
     /// The digest of a path (a file, or a directory's whole subtree); `None` when the path is
@@ -122,7 +128,12 @@ impl ContextTree {
 
     /// The entry of a path.
     pub fn entry(&self, path: &str) -> Option<&ContextEntry> {
-        self.entries.get(&normalize(path)?)
+        let i = self.find(&normalize(path)?).ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    fn find(&self, path: &str) -> std::result::Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(path))
     }
 
     /// The path itself (when present) and every entry below it, in path order, as
@@ -137,12 +148,19 @@ impl ContextTree {
         if p.is_empty() {
             return Box::new(self.entries.iter().map(|(k, v)| (k.as_str(), v)));
         }
-        let own = self.entries.get_key_value(&p).map(|(k, v)| (k.as_str(), v));
+        let own = self.find(&p).ok().map(|i| &self.entries[i]);
         let lo = format!("{p}/");
         let hi = format!("{p}0"); // '0' follows '/' in byte order: the range is exactly "p/..."
+        let a = self
+            .entries
+            .partition_point(|(k, _)| k.as_str() < lo.as_str());
+        let b = self
+            .entries
+            .partition_point(|(k, _)| k.as_str() < hi.as_str());
         Box::new(
             own.into_iter()
-                .chain(self.entries.range(lo..hi).map(|(k, v)| (k.as_str(), v))),
+                .chain(&self.entries[a..b])
+                .map(|(k, v)| (k.as_str(), v)),
         )
     }
 
@@ -240,45 +258,60 @@ impl<'a> ContextHasher<'a> {
             files_read: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
         };
-        let mut entries = Vec::new();
-        let root_entry = io_pool().install(|| walk.entry(&root, "", &meta, &mut entries))?;
+        let mut pieces = Vec::new();
+        let root_entry = io_pool()
+            .install(|| walk.entry(Loc::Root(&root), "", &Stat::of_meta(&meta), &mut pieces))?;
         let Some(root_entry) = root_entry else {
             unreachable!("the root is never filtered out")
         };
-        entries.insert(0, (String::new(), root_entry));
-        // Stable sort: adaptive, so the nearly sorted pre-order costs about one pass.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let entries: BTreeMap<String, ContextEntry> = entries.into_iter().collect();
-        let hits = walk.hits.load(Ordering::Relaxed);
-        let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
-        let stats = HashStats {
-            files_read: walk.files_read.load(Ordering::Relaxed),
-            bytes_read: walk.bytes_read.load(Ordering::Relaxed),
-            memo_hits: hits,
+        // The walk emits each directory's entries in path order (see `Walk::entry`), so the
+        // flattened list is sorted: the root first, then everything below it.
+        let mut entries = Vec::with_capacity(old.len() + 1);
+        entries.push((String::new(), root_entry));
+        flatten(pieces, &mut entries);
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "path order");
+        let tree = ContextTree {
+            root,
+            entries,
+            stats: HashStats {
+                files_read: walk.files_read.load(Ordering::Relaxed),
+                bytes_read: walk.bytes_read.load(Ordering::Relaxed),
+                memo_hits: walk.hits.load(Ordering::Relaxed),
+            },
         };
+        let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
         if let (Some(store), Some(path)) = (self.store, memo_path) {
             // Unchanged (every old entry hit, nothing new): nothing to write.
-            if !fresh.is_empty() || hits != old.entries.len() as u64 {
+            if !fresh.is_empty() || tree.stats.memo_hits != old.len() as u64 {
                 // Keep the old entries of paths still in the context (a changed one was either
                 // re-remembered in `fresh` or no longer matches its stat), plus the fresh ones.
                 let fresh_keys: HashSet<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
                 let mut all: Vec<(&str, &MemoEntry)> = old
-                    .entries
                     .iter()
-                    .filter(|(k, _)| {
-                        entries.contains_key(k.as_str()) && !fresh_keys.contains(k.as_str())
-                    })
-                    .map(|(k, v)| (k.as_str(), v))
+                    .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v)))
+                    .filter(|(k, _)| tree.find(k).is_ok() && !fresh_keys.contains(k))
                     .collect();
                 all.extend(fresh.iter().map(|(k, v)| (k.as_str(), v)));
                 Memo::save(store, &path, &all)?;
             }
         }
-        Ok(ContextTree {
-            root,
-            entries,
-            stats,
-        })
+        Ok(tree)
+    }
+}
+
+/// A walk's output below a directory, in path order: nested lists spare copying every entry into
+/// each ancestor's list; they are flattened once at the end.
+enum Piece {
+    One(String, ContextEntry),
+    Many(Vec<Piece>),
+}
+
+fn flatten(pieces: Vec<Piece>, out: &mut Vec<(String, ContextEntry)>) {
+    for p in pieces {
+        match p {
+            Piece::One(k, e) => out.push((k, e)),
+            Piece::Many(v) => flatten(v, out),
+        }
     }
 }
 
@@ -299,6 +332,100 @@ fn io_pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// What `lstat` says about an entry (from `fs::Metadata` for the root, `fstatat` below it).
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    /// `st_mode`: type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    memo: MemoStat,
+}
+
+impl Stat {
+    fn of_meta(m: &fs::Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            rdev: m.rdev(),
+            memo: MemoStat {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            },
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    fn of_libc(s: &nix::sys::stat::FileStat) -> Stat {
+        Stat {
+            mode: s.st_mode as u32,
+            uid: s.st_uid,
+            gid: s.st_gid,
+            rdev: s.st_rdev as u64,
+            memo: MemoStat {
+                dev: s.st_dev as u64,
+                ino: s.st_ino as u64,
+                size: s.st_size as u64,
+                mtime_ns: s.st_mtime as i64 * 1_000_000_000 + s.st_mtime_nsec as i64,
+                ctime_ns: s.st_ctime as i64 * 1_000_000_000 + s.st_ctime_nsec as i64,
+            },
+        }
+    }
+
+    fn kind(&self) -> EntryKind {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFLNK => EntryKind::Symlink,
+            _ => EntryKind::Special,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.memo.size
+    }
+}
+
+/// Where an entry is: the root by its path; anything below by its directory's open descriptor and
+/// its name, so stats and opens need no path walk (its path is built only when it must be read).
+#[derive(Clone, Copy)]
+enum Loc<'a> {
+    Root(&'a Path),
+    Child {
+        dir_fd: RawFd,
+        dir_abs: &'a Path,
+        name: &'a CStr,
+    },
+}
+
+impl Loc<'_> {
+    fn abs(&self) -> PathBuf {
+        match self {
+            Loc::Root(p) => p.to_path_buf(),
+            Loc::Child { dir_abs, name, .. } => dir_abs.join(OsStr::from_bytes(name.to_bytes())),
+        }
+    }
+
+    fn open_dir(&self) -> nix::Result<Dir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match self {
+            Loc::Root(p) => Dir::open(*p, flags, Mode::empty()),
+            // O_NOFOLLOW: it was lstat'ed as a directory; a symlink swapped in since is not followed.
+            Loc::Child { dir_fd, name, .. } => Dir::openat(
+                Some(*dir_fd),
+                *name,
+                flags | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            ),
+        }
+    }
+}
+
 struct Walk<'w> {
     filter: &'w dyn PathFilter,
     old: &'w Memo,
@@ -311,178 +438,269 @@ struct Walk<'w> {
     bytes_read: AtomicU64,
 }
 
-/// The result of hashing one child: its subtree's entries and its own (None: filtered out).
-type Sub = (Vec<(String, ContextEntry)>, Option<ContextEntry>);
+/// A hashed child of a directory: its context path, the length of its name (the path's tail),
+/// its own entry (None: filtered out) and what is below it.
+struct Child {
+    rel: String,
+    name_len: usize,
+    entry: Option<ContextEntry>,
+    below: Vec<Piece>,
+}
 
-/// A hashed child: its context path, the length of its name (the path's tail) and its subtree.
-type Child = (String, usize, Sub);
+impl Child {
+    fn name(&self) -> &[u8] {
+        &self.rel.as_bytes()[self.rel.len() - self.name_len..]
+    }
+}
+
+fn io_err(op: &'static str, path: PathBuf) -> impl FnOnce(nix::errno::Errno) -> StoreError {
+    move |e| StoreError::io(op, path)(e.into())
+}
 
 impl Walk<'_> {
-    /// Hashes `abs` (at context path `rel`, already lstat'ed as `meta`), adding the entries
-    /// below it to `out`, and returns its own entry (None: excluded with nothing included below).
+    /// Hashes the entry at `loc` (context path `rel`, already lstat'ed as `st`), adding what is
+    /// below it to `out` in path order, and returns its own entry (None: excluded with nothing
+    /// included below).
     fn entry(
         &self,
-        abs: &Path,
+        loc: Loc<'_>,
         rel: &str,
-        meta: &fs::Metadata,
-        out: &mut Vec<(String, ContextEntry)>,
+        st: &Stat,
+        out: &mut Vec<Piece>,
     ) -> Result<Option<ContextEntry>> {
-        let ft = meta.file_type();
+        let kind = st.kind();
         let excluded = !rel.is_empty() && self.filter.is_excluded(rel);
-        if ft.is_dir() {
+        if kind == EntryKind::Dir {
             if excluded && !self.filter.may_include_under(rel) {
                 return Ok(None);
             }
-            let mut children: Vec<(std::ffi::OsString, fs::DirEntry)> = Vec::new();
-            for e in fs::read_dir(abs).map_err(StoreError::io("read directory", abs))? {
-                let e = e.map_err(StoreError::io("read directory", abs))?;
-                children.push((e.file_name(), e));
-            }
-            children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            let subs: Vec<Result<Child>> = children
-                .par_iter()
-                .map(|(name, dirent)| {
-                    let child_abs = abs.join(name);
-                    let name = name.to_string_lossy();
-                    let child_rel = if rel.is_empty() {
-                        name.clone().into_owned()
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    // fstatat relative to the open directory: no path walk per entry. It does
-                    // not follow symlinks, as lstat.
-                    let cmeta = dirent
-                        .metadata()
-                        .map_err(StoreError::io("stat", &child_abs))?;
-                    let mut sub = Vec::new();
-                    let e = self.entry(&child_abs, &child_rel, &cmeta, &mut sub)?;
-                    Ok((child_rel, name.len(), (sub, e)))
-                })
-                .collect();
-            let mut h = header(EntryKind::Dir, meta);
-            let (_, xattrs) = self.memoized(abs, rel, meta, EntryKind::Dir)?;
-            h.update(&xattrs.0);
-            let mut any_child = false;
-            // Each child before its subtree (pre-order): with children sorted by name this is
-            // nearly path order, which makes the final sort cheap.
-            for sub in subs {
-                let (child_rel, name_len, (sub, e)) = sub?;
-                if let Some(e) = e {
-                    any_child = true;
-                    frame(&mut h, &child_rel.as_bytes()[child_rel.len() - name_len..]);
-                    h.update(&e.digest.0);
-                    out.push((child_rel, e));
-                }
-                out.extend(sub);
-            }
-            if excluded && !any_child {
-                return Ok(None);
-            }
-            return Ok(Some(ContextEntry {
-                kind: EntryKind::Dir,
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: 0,
-                link_target: None,
-                content: None,
-                digest: ContentDigest(*h.finalize().as_bytes()),
-            }));
+            return self.dir(loc, rel, st, excluded, out);
         }
         if excluded {
             return Ok(None);
         }
-        let kind = if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else {
-            EntryKind::Special
+        let memo = self.old.get(rel).filter(|m| m.matches(st));
+        if let (Some(m), EntryKind::File) = (memo, kind) {
+            // The whole entry digest is remembered: nothing to hash.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(ContextEntry {
+                kind,
+                mode: st.mode & 0o7777,
+                uid: st.uid,
+                gid: st.gid,
+                size: st.size(),
+                link_target: None,
+                content: Some(m.content),
+                digest: m.digest,
+            }));
+        }
+        let abs = loc.abs();
+        let (content, xattrs) = match memo {
+            Some(m) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                (m.content, m.xattrs)
+            }
+            None => self.read(&abs, st, kind)?,
         };
-        let mut h = header(kind, meta);
-        let (content, xattrs) = self.memoized(abs, rel, meta, kind)?;
+        let mut h = header(kind, st);
         h.update(&xattrs.0);
         let mut link_target = None;
         match kind {
             EntryKind::File => {
-                h.update(&meta.size().to_le_bytes());
+                h.update(&st.size().to_le_bytes());
                 h.update(&content.0);
             }
             EntryKind::Symlink => {
-                let t = fs::read_link(abs).map_err(StoreError::io("read link", abs))?;
+                let t = fs::read_link(&abs).map_err(StoreError::io("read link", &abs))?;
                 frame(&mut h, t.as_os_str().as_bytes());
                 link_target = Some(t);
             }
             EntryKind::Special => {
-                let special = if ft.is_fifo() {
-                    1u8
-                } else if ft.is_socket() {
-                    2
-                } else if ft.is_char_device() {
-                    3
-                } else {
-                    4
+                let special = match st.mode & libc::S_IFMT {
+                    libc::S_IFIFO => 1u8,
+                    libc::S_IFSOCK => 2,
+                    libc::S_IFCHR => 3,
+                    _ => 4,
                 };
                 h.update(&[special]);
-                h.update(&meta.rdev().to_le_bytes());
+                h.update(&st.rdev.to_le_bytes());
             }
             EntryKind::Dir => unreachable!("handled above"),
         }
+        let digest = ContentDigest(*h.finalize().as_bytes());
+        if memo.is_none() {
+            self.remember(rel, st, content, xattrs, digest);
+        }
         Ok(Some(ContextEntry {
             kind,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
             size: if kind == EntryKind::File {
-                meta.size()
+                st.size()
             } else {
                 0
             },
             link_target,
             content: (kind == EntryKind::File).then_some(content),
+            digest,
+        }))
+    }
+
+    fn dir(
+        &self,
+        loc: Loc<'_>,
+        rel: &str,
+        st: &Stat,
+        excluded: bool,
+        out: &mut Vec<Piece>,
+    ) -> Result<Option<ContextEntry>> {
+        let abs = loc.abs();
+        let mut dir = loc
+            .open_dir()
+            .map_err(io_err("read directory", abs.clone()))?;
+        // Every name in one buffer, NUL-terminated (for fstatat), instead of an allocation each.
+        let mut names: Vec<u8> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(io_err("read directory", abs.clone()))?;
+            let n = e.file_name().to_bytes_with_nul();
+            if n == b".\0" || n == b"..\0" {
+                continue;
+            }
+            spans.push((names.len(), names.len() + n.len() - 1));
+            names.extend_from_slice(n);
+        }
+        spans.sort_unstable_by(|a, b| names[a.0..a.1].cmp(&names[b.0..b.1]));
+        let dir_fd = dir.as_raw_fd();
+        let mut children = spans
+            .par_iter()
+            .map(|&(a, b)| {
+                let name_bytes = &names[a..b];
+                let cname = CStr::from_bytes_with_nul(&names[a..=b])
+                    .expect("a directory entry's name has no NUL inside");
+                let name = String::from_utf8_lossy(name_bytes);
+                let mut child_rel = String::with_capacity(rel.len() + 1 + name.len());
+                if !rel.is_empty() {
+                    child_rel.push_str(rel);
+                    child_rel.push('/');
+                }
+                child_rel.push_str(&name);
+                let cst = fstatat(Some(dir_fd), cname, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(io_err("stat", abs.join(OsStr::from_bytes(name_bytes))))?;
+                let child = Loc::Child {
+                    dir_fd,
+                    dir_abs: &abs,
+                    name: cname,
+                };
+                let mut below = Vec::new();
+                let entry = self.entry(child, &child_rel, &Stat::of_libc(&cst), &mut below)?;
+                Ok(Child {
+                    name_len: name.len(),
+                    rel: child_rel,
+                    entry,
+                    below,
+                })
+            })
+            .collect::<Result<Vec<Child>>>()?;
+        drop(dir);
+        let mut h = header(EntryKind::Dir, st);
+        let xattrs = match self.old.get(rel).filter(|m| m.matches(st)) {
+            Some(m) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                m.xattrs
+            }
+            None => {
+                let (_, x) = self.read(&abs, st, EntryKind::Dir)?;
+                self.remember(rel, st, ContentDigest([0; 32]), x, ContentDigest([0; 32]));
+                x
+            }
+        };
+        h.update(&xattrs.0);
+        // Children in name order for the digest.
+        let mut order = Vec::with_capacity(children.len() * 2);
+        for (i, c) in children.iter().enumerate() {
+            if let Some(e) = &c.entry {
+                frame(&mut h, c.name());
+                h.update(&e.digest.0);
+                order.push((i, false));
+            }
+            if !c.below.is_empty() {
+                order.push((i, true));
+            }
+        }
+        if excluded && order.is_empty() {
+            return Ok(None);
+        }
+        // Path order for the output: a child's own path sorts by its name, what is below it by
+        // its name and '/', and a sibling such as "a.txt" falls between "a" and "a/x". The list
+        // is nearly sorted already, which the stable sort notices.
+        order.sort_by(|&(i, below_i), &(j, below_j)| {
+            let a = children[i].name().iter().chain(below_i.then_some(&b'/'));
+            let b = children[j].name().iter().chain(below_j.then_some(&b'/'));
+            a.cmp(b)
+        });
+        for (i, below) in order {
+            let c = &mut children[i];
+            if below {
+                out.push(Piece::Many(std::mem::take(&mut c.below)));
+            } else if let Some(e) = c.entry.take() {
+                out.push(Piece::One(std::mem::take(&mut c.rel), e));
+            }
+        }
+        Ok(Some(ContextEntry {
+            kind: EntryKind::Dir,
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
+            size: 0,
+            link_target: None,
+            content: None,
             digest: ContentDigest(*h.finalize().as_bytes()),
         }))
     }
 
-    /// The content digest (files; zero otherwise) and xattr digest of an entry, from the memo
-    /// when its stat matches, else computed (and remembered when old enough to trust).
-    fn memoized(
+    /// Reads what the memo would have answered: the content digest (files; zero otherwise) and
+    /// the xattr digest.
+    fn read(
         &self,
         abs: &Path,
-        rel: &str,
-        meta: &fs::Metadata,
+        st: &Stat,
         kind: EntryKind,
     ) -> Result<(ContentDigest, ContentDigest)> {
-        let stat = MemoStat::of(meta);
-        if let Some(e) = self.old.entries.get(rel) {
-            if e.stat == stat {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok((e.content, e.xattrs));
-            }
-        }
         let content = if kind == EntryKind::File {
-            let d = hash_file_content(abs, meta.size())?;
+            let d = hash_file_content(abs, st.size())?;
             self.files_read.fetch_add(1, Ordering::Relaxed);
-            self.bytes_read.fetch_add(meta.size(), Ordering::Relaxed);
+            self.bytes_read.fetch_add(st.size(), Ordering::Relaxed);
             d
         } else {
             ContentDigest([0; 32])
         };
-        let xattrs = xattr_digest(abs)?;
-        if stat.ctime_ns < self.trust_before_ns && stat.mtime_ns < self.trust_before_ns {
-            self.remember(
-                rel,
-                MemoEntry {
-                    stat,
-                    content,
-                    xattrs,
-                },
-            );
-        }
-        Ok((content, xattrs))
+        Ok((content, xattr_digest(abs)?))
     }
 
-    fn remember(&self, rel: &str, e: MemoEntry) {
+    /// Remembers a freshly hashed entry when it is old enough to trust.
+    fn remember(
+        &self,
+        rel: &str,
+        st: &Stat,
+        content: ContentDigest,
+        xattrs: ContentDigest,
+        digest: ContentDigest,
+    ) {
+        let stat = st.memo;
+        if stat.ctime_ns >= self.trust_before_ns || stat.mtime_ns >= self.trust_before_ns {
+            return;
+        }
+        let e = MemoEntry {
+            stat,
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+            content,
+            xattrs,
+            digest,
+        };
         self.fresh
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -490,15 +708,15 @@ impl Walk<'_> {
     }
 }
 
-fn header(kind: EntryKind, meta: &fs::Metadata) -> blake3::Hasher {
+fn header(kind: EntryKind, st: &Stat) -> blake3::Hasher {
     // The derived key is computed once: deriving it per entry costs a hash of its own.
     static KEY: OnceLock<[u8; 32]> = OnceLock::new();
     let key = KEY.get_or_init(|| blake3::derive_key("forge context entry v1", b""));
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(&[kind as u8]);
-    h.update(&(meta.mode() & 0o7777).to_le_bytes());
-    h.update(&meta.uid().to_le_bytes());
-    h.update(&meta.gid().to_le_bytes());
+    h.update(&(st.mode & 0o7777).to_le_bytes());
+    h.update(&st.uid.to_le_bytes());
+    h.update(&st.gid.to_le_bytes());
     h
 }
 
@@ -572,57 +790,54 @@ struct MemoStat {
     ctime_ns: i64,
 }
 
-impl MemoStat {
-    fn of(m: &fs::Metadata) -> MemoStat {
-        MemoStat {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MemoEntry {
     stat: MemoStat,
+    /// `st_mode`, owner and group: part of the entry digest (a change to them changes ctime too,
+    /// but comparing them costs nothing).
+    mode: u32,
+    uid: u32,
+    gid: u32,
     content: ContentDigest,
     xattrs: ContentDigest,
+    /// A file's whole entry digest (zero for other kinds, whose digests are computed).
+    digest: ContentDigest,
 }
 
+impl MemoEntry {
+    fn matches(&self, st: &Stat) -> bool {
+        self.stat == st.memo && self.mode == st.mode && self.uid == st.uid && self.gid == st.gid
+    }
+}
+
+/// The stat memo as loaded: the file's bytes (the names are read in place, not copied into a
+/// string each) and an open-addressing table from a path's hash to its record.
 #[derive(Debug, Default)]
 struct Memo {
-    entries: HashMap<String, MemoEntry, BuildHasherDefault<FxHasher>>,
+    bytes: Vec<u8>,
+    /// (where the name is in `bytes`, its length, the entry).
+    recs: Vec<(usize, usize, MemoEntry)>,
+    /// Index + 1 into `recs`; 0 is a free slot. Its length is a power of two.
+    slots: Vec<u32>,
 }
 
-/// A fast non-cryptographic hasher for the memo's path keys (the default SipHash showed up in
-/// profiles of the warm run; the keys are our own paths, so DoS resistance buys nothing).
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        for b in chunks.remainder() {
-            self.add(u64::from(*b));
-        }
+/// A fast non-cryptographic hash of the memo's path keys (the keys are our own paths, so DoS
+/// resistance buys nothing); FxHash-style, finished with a multiply whose top bits index the table.
+fn path_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut h = 0u64;
+    let mut add = |v: u64| h = (h.rotate_left(5) ^ v).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    add(u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56));
+    h.wrapping_mul(K)
 }
 
-impl FxHasher {
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-const MEMO_MAGIC: &[u8; 12] = b"forge-memo1\n";
+const MEMO_MAGIC: &[u8; 12] = b"forge-memo2\n";
 
 impl Memo {
     /// Loads a memo; a missing or damaged one is empty (it only saves work, never decides).
@@ -630,21 +845,24 @@ impl Memo {
         let Ok(bytes) = fs::read(path) else {
             return Memo::default();
         };
-        Memo::parse(&bytes).unwrap_or_default()
+        Memo::parse(bytes).unwrap_or_default()
     }
 
-    fn parse(bytes: &[u8]) -> Option<Memo> {
+    fn parse(bytes: Vec<u8>) -> Option<Memo> {
         let mut r = bytes.strip_prefix(MEMO_MAGIC.as_slice())?;
         let count = take_u64(&mut r)? as usize;
-        let mut entries = HashMap::with_capacity_and_hasher(count.min(1 << 24), Default::default());
+        // Every record takes more than 128 bytes: a count beyond that is damage.
+        if count > r.len() / 128 || count >= u32::MAX as usize / 2 {
+            return None;
+        }
+        let mut recs = Vec::with_capacity(count);
         for _ in 0..count {
             let len = take_u64(&mut r)? as usize;
             if r.len() < len {
                 return None;
             }
-            let (name, rest) = r.split_at(len);
-            r = rest;
-            let name = std::str::from_utf8(name).ok()?.to_owned();
+            let start = bytes.len() - r.len();
+            r = &r[len..];
             let stat = MemoStat {
                 dev: take_u64(&mut r)?,
                 ino: take_u64(&mut r)?,
@@ -652,22 +870,59 @@ impl Memo {
                 mtime_ns: take_u64(&mut r)? as i64,
                 ctime_ns: take_u64(&mut r)? as i64,
             };
-            let content = ContentDigest(take_32(&mut r)?);
-            let xattrs = ContentDigest(take_32(&mut r)?);
-            entries.insert(
-                name,
-                MemoEntry {
-                    stat,
-                    content,
-                    xattrs,
-                },
-            );
+            let e = MemoEntry {
+                stat,
+                mode: take_u32(&mut r)?,
+                uid: take_u32(&mut r)?,
+                gid: take_u32(&mut r)?,
+                content: ContentDigest(take_32(&mut r)?),
+                xattrs: ContentDigest(take_32(&mut r)?),
+                digest: ContentDigest(take_32(&mut r)?),
+            };
+            recs.push((start, len, e));
         }
-        Some(Memo { entries })
+        let mut slots = vec![0u32; (count * 2).next_power_of_two().max(2)];
+        let bits = slots.len().trailing_zeros();
+        let mask = slots.len() - 1;
+        for (i, &(start, len, _)) in recs.iter().enumerate() {
+            let mut s = (path_hash(&bytes[start..start + len]) >> (64 - bits)) as usize;
+            while slots[s] != 0 {
+                s = (s + 1) & mask;
+            }
+            slots[s] = i as u32 + 1;
+        }
+        Some(Memo { bytes, recs, slots })
+    }
+
+    fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    fn get(&self, rel: &str) -> Option<&MemoEntry> {
+        if self.recs.is_empty() {
+            return None;
+        }
+        let bits = self.slots.len().trailing_zeros();
+        let mask = self.slots.len() - 1;
+        let mut s = (path_hash(rel.as_bytes()) >> (64 - bits)) as usize;
+        loop {
+            let i = self.slots[s].checked_sub(1)? as usize;
+            let (start, len, e) = &self.recs[i];
+            if &self.bytes[*start..start + len] == rel.as_bytes() {
+                return Some(e);
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &MemoEntry)> {
+        self.recs
+            .iter()
+            .map(|(start, len, e)| (&self.bytes[*start..start + len], e))
     }
 
     fn save(store: &Store, path: &Path, entries: &[(&str, &MemoEntry)]) -> Result<()> {
-        let mut out = Vec::with_capacity(entries.len() * 128 + 32);
+        let mut out = Vec::with_capacity(entries.len() * 200 + 32);
         out.extend_from_slice(MEMO_MAGIC);
         out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
         for (name, e) in entries {
@@ -682,8 +937,12 @@ impl Memo {
             ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+            for v in [e.mode, e.uid, e.gid] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
             out.extend_from_slice(&e.content.0);
             out.extend_from_slice(&e.xattrs.0);
+            out.extend_from_slice(&e.digest.0);
         }
         fsutil::write_atomic(store.staging_dir(), path, &out)
     }
@@ -693,6 +952,12 @@ fn take_u64(r: &mut &[u8]) -> Option<u64> {
     let (a, b) = r.split_first_chunk::<8>()?;
     *r = b;
     Some(u64::from_le_bytes(*a))
+}
+
+fn take_u32(r: &mut &[u8]) -> Option<u32> {
+    let (a, b) = r.split_first_chunk::<4>()?;
+    *r = b;
+    Some(u32::from_le_bytes(*a))
 }
 
 fn take_32(r: &mut &[u8]) -> Option<[u8; 32]> {

@@ -288,3 +288,30 @@ fn a_missing_context_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn paths_come_in_byte_order_with_siblings_that_sort_between_a_directory_and_its_contents() {
+    // "a-b" and "a.txt" sort between "a" and "a/x" ('-' and '.' come before '/'); the walk emits
+    // a directory and its contents apart, and lookups by binary search depend on that order.
+    let dir = tempfile::tempdir().unwrap();
+    for rel in ["a/x", "a/y/z", "a-b", "a.txt", "a0", "b/a", "b.c/d"] {
+        write(dir.path(), rel, rel.as_bytes());
+    }
+    let tree = ContextHasher::new(dir.path()).hash().unwrap();
+    let all: Vec<&str> = tree.entries_under("").map(|(p, _)| p).collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    assert_eq!(all.len(), 12);
+    let under: Vec<&str> = tree.entries_under("a").map(|(p, _)| p).collect();
+    assert_eq!(under, ["a", "a/x", "a/y", "a/y/z"]);
+    for p in &all[1..] {
+        assert_eq!(
+            tree.entry(p).unwrap().digest,
+            tree.digest(p).unwrap(),
+            "{p}"
+        );
+    }
+    assert_eq!(tree.entry("a.txt").unwrap().size, 5);
+    assert!(tree.entry("a/q").is_none());
+}
