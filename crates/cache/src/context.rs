@@ -286,13 +286,14 @@ impl<'a> ContextHasher<'a> {
                 // Keep the old entries of paths still in the context (a changed one was either
                 // re-remembered in `fresh` or no longer matches its stat), plus the fresh ones.
                 let fresh_keys: HashSet<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
-                let mut all: Vec<(&str, &MemoEntry)> = old
+                let kept: Vec<(&str, MemoEntry)> = old
                     .iter()
                     .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, v)))
                     .filter(|(k, _)| tree.find(k).is_ok() && !fresh_keys.contains(k))
                     .collect();
+                let mut all: Vec<(&str, &MemoEntry)> = kept.iter().map(|(k, v)| (*k, v)).collect();
                 all.extend(fresh.iter().map(|(k, v)| (k.as_str(), v)));
-                Memo::save(store, &path, &all)?;
+                Memo::save(store, &path, &mut all)?;
             }
         }
         Ok(tree)
@@ -640,6 +641,7 @@ impl Walk<'_> {
             let b = children[j].name().iter().chain(below_j.then_some(&b'/'));
             a.cmp(b)
         });
+        out.reserve(order.len());
         for (i, below) in order {
             let c = &mut children[i];
             if below {
@@ -790,7 +792,7 @@ struct MemoStat {
     ctime_ns: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MemoEntry {
     stat: MemoStat,
     /// `st_mode`, owner and group: part of the entry digest (a change to them changes ctime too,
@@ -810,16 +812,20 @@ impl MemoEntry {
     }
 }
 
-/// The stat memo as loaded: the file's bytes (the names are read in place, not copied into a
-/// string each) and an open-addressing table from a path's hash to its record.
+/// The stat memo as loaded: the file's bytes, read in place (no string or record is copied out
+/// of them), and an open-addressing table from a path's hash to where its record starts.
 #[derive(Debug, Default)]
 struct Memo {
     bytes: Vec<u8>,
-    /// (where the name is in `bytes`, its length, the entry).
-    recs: Vec<(usize, usize, MemoEntry)>,
-    /// Index + 1 into `recs`; 0 is a free slot. Its length is a power of two.
-    slots: Vec<u32>,
+    count: usize,
+    /// (the hash's low 32 bits, the record's offset in `bytes` + 1); offset 0 is a free slot.
+    /// Its length is a power of two, at least twice `count`. The tag spares reading the record of
+    /// a colliding path: the records are scattered, each read a cache miss.
+    slots: Vec<(u32, u32)>,
 }
+
+/// A record: the name's length (u64), the name, then the fixed part.
+const MEMO_FIXED: usize = 5 * 8 + 3 * 4 + 3 * 32;
 
 /// A fast non-cryptographic hash of the memo's path keys (the keys are our own paths, so DoS
 /// resistance buys nothing); FxHash-style, finished with a multiply whose top bits index the table.
@@ -849,79 +855,104 @@ impl Memo {
     }
 
     fn parse(bytes: Vec<u8>) -> Option<Memo> {
-        let mut r = bytes.strip_prefix(MEMO_MAGIC.as_slice())?;
-        let count = take_u64(&mut r)? as usize;
-        // Every record takes more than 128 bytes: a count beyond that is damage.
-        if count > r.len() / 128 || count >= u32::MAX as usize / 2 {
+        if bytes.len() >= u32::MAX as usize {
             return None;
         }
-        let mut recs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = take_u64(&mut r)? as usize;
-            if r.len() < len {
-                return None;
-            }
-            let start = bytes.len() - r.len();
-            r = &r[len..];
-            let stat = MemoStat {
-                dev: take_u64(&mut r)?,
-                ino: take_u64(&mut r)?,
-                size: take_u64(&mut r)?,
-                mtime_ns: take_u64(&mut r)? as i64,
-                ctime_ns: take_u64(&mut r)? as i64,
-            };
-            let e = MemoEntry {
-                stat,
-                mode: take_u32(&mut r)?,
-                uid: take_u32(&mut r)?,
-                gid: take_u32(&mut r)?,
-                content: ContentDigest(take_32(&mut r)?),
-                xattrs: ContentDigest(take_32(&mut r)?),
-                digest: ContentDigest(take_32(&mut r)?),
-            };
-            recs.push((start, len, e));
+        let mut r = bytes.strip_prefix(MEMO_MAGIC.as_slice())?;
+        let count = take_u64(&mut r)? as usize;
+        // Every record takes more than MEMO_FIXED bytes: a count beyond that is damage.
+        if count > r.len() / MEMO_FIXED {
+            return None;
         }
-        let mut slots = vec![0u32; (count * 2).next_power_of_two().max(2)];
+        let mut slots = vec![(0u32, 0u32); (count * 2).next_power_of_two().max(2)];
         let bits = slots.len().trailing_zeros();
         let mask = slots.len() - 1;
-        for (i, &(start, len, _)) in recs.iter().enumerate() {
-            let mut s = (path_hash(&bytes[start..start + len]) >> (64 - bits)) as usize;
-            while slots[s] != 0 {
+        for _ in 0..count {
+            let at = bytes.len() - r.len();
+            let len = take_u64(&mut r)? as usize;
+            if r.len() < len.checked_add(MEMO_FIXED)? {
+                return None;
+            }
+            let h = path_hash(&r[..len]);
+            r = &r[len + MEMO_FIXED..];
+            let mut s = (h >> (64 - bits)) as usize;
+            while slots[s].1 != 0 {
                 s = (s + 1) & mask;
             }
-            slots[s] = i as u32 + 1;
+            slots[s] = (h as u32, at as u32 + 1);
         }
-        Some(Memo { bytes, recs, slots })
+        Some(Memo {
+            bytes,
+            count,
+            slots,
+        })
     }
 
     fn len(&self) -> usize {
-        self.recs.len()
+        self.count
     }
 
-    fn get(&self, rel: &str) -> Option<&MemoEntry> {
-        if self.recs.is_empty() {
+    /// The record at `at`: its name and entry (its bounds were checked by `parse`).
+    fn record(&self, at: usize) -> Option<(&[u8], MemoEntry)> {
+        let mut r = &self.bytes[at..];
+        let len = take_u64(&mut r)? as usize;
+        let (name, mut r) = r.split_at_checked(len)?;
+        let stat = MemoStat {
+            dev: take_u64(&mut r)?,
+            ino: take_u64(&mut r)?,
+            size: take_u64(&mut r)?,
+            mtime_ns: take_u64(&mut r)? as i64,
+            ctime_ns: take_u64(&mut r)? as i64,
+        };
+        let e = MemoEntry {
+            stat,
+            mode: take_u32(&mut r)?,
+            uid: take_u32(&mut r)?,
+            gid: take_u32(&mut r)?,
+            content: ContentDigest(take_32(&mut r)?),
+            xattrs: ContentDigest(take_32(&mut r)?),
+            digest: ContentDigest(take_32(&mut r)?),
+        };
+        Some((name, e))
+    }
+
+    fn get(&self, rel: &str) -> Option<MemoEntry> {
+        if self.count == 0 {
             return None;
         }
         let bits = self.slots.len().trailing_zeros();
         let mask = self.slots.len() - 1;
-        let mut s = (path_hash(rel.as_bytes()) >> (64 - bits)) as usize;
+        let h = path_hash(rel.as_bytes());
+        let mut s = (h >> (64 - bits)) as usize;
         loop {
-            let i = self.slots[s].checked_sub(1)? as usize;
-            let (start, len, e) = &self.recs[i];
-            if &self.bytes[*start..start + len] == rel.as_bytes() {
-                return Some(e);
+            let (tag, at) = self.slots[s];
+            let at = (at as usize).checked_sub(1)?;
+            if tag == h as u32 {
+                let name_at = at + 8;
+                if self.bytes.get(name_at..name_at + rel.len()) == Some(rel.as_bytes()) {
+                    let (name, e) = self.record(at)?;
+                    if name == rel.as_bytes() {
+                        return Some(e);
+                    }
+                }
             }
             s = (s + 1) & mask;
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &MemoEntry)> {
-        self.recs
-            .iter()
-            .map(|(start, len, e)| (&self.bytes[*start..start + len], e))
+    /// Every record, in file order.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], MemoEntry)> {
+        let mut at = MEMO_MAGIC.len() + 8;
+        (0..self.count).map_while(move |_| {
+            let rec = self.record(at)?;
+            at += 8 + rec.0.len() + MEMO_FIXED;
+            Some(rec)
+        })
     }
 
-    fn save(store: &Store, path: &Path, entries: &[(&str, &MemoEntry)]) -> Result<()> {
+    /// Writes `entries` in path order: a directory's lookups then read neighbouring records.
+    fn save(store: &Store, path: &Path, entries: &mut [(&str, &MemoEntry)]) -> Result<()> {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::with_capacity(entries.len() * 200 + 32);
         out.extend_from_slice(MEMO_MAGIC);
         out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
