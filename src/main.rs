@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod images;
+mod oci_layout;
 mod progress;
 mod registry_store;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use forge_build::{BuildRequest, Event, Progress};
+use forge_build::{BuildRequest, ContextSource, Event, Progress};
 use forge_cache::Store;
 use forge_executor::{NetworkMode, ResourceLimits, Runtime, SandboxConfig};
 use forge_planner::Platform;
@@ -91,6 +91,36 @@ fn key_value(text: &str, what: &str) -> anyhow::Result<(String, String)> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .with_context(|| format!("{what} {text:?}: expected KEY=VALUE"))
+}
+
+/// `--build-context NAME=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]`. An OCI
+/// layout is imported into the store here, so the build sees it as one more local image.
+fn parse_build_context(store: &Store, text: &str) -> anyhow::Result<(String, ContextSource)> {
+    let (name, value) = key_value(text, "--build-context")?;
+    if name.is_empty() {
+        bail!("--build-context {text:?}: the name before '=' is empty");
+    }
+    if let Some(reference) = value.strip_prefix("docker-image://") {
+        canonical_name(reference).with_context(|| {
+            format!("--build-context {name}={value}: {reference:?} is not an image reference")
+        })?;
+        return Ok((name, ContextSource::Image(reference.to_owned())));
+    }
+    if let Some(layout) = value.strip_prefix("oci-layout://") {
+        let imported = crate::oci_layout::import(store, layout)?;
+        return Ok((name, ContextSource::Image(imported)));
+    }
+    if let Some((scheme, _)) = value.split_once("://") {
+        bail!(
+            "--build-context {name}={value}: unsupported source {scheme:?}; use a directory, \
+             docker-image://REF or oci-layout://DIR[:TAG]"
+        );
+    }
+    let dir = PathBuf::from(&value);
+    if !dir.is_dir() {
+        bail!("--build-context {name}={value}: {value:?} is not a directory");
+    }
+    Ok((name, ContextSource::Dir(dir)))
 }
 
 /// `--secret id=ID,src=FILE|env=VAR` (BuildKit also accepts `source=` and `type=`).
@@ -264,8 +294,8 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     }
     let mut named_contexts = BTreeMap::new();
     for c in &args.build_context {
-        let (k, v) = key_value(c, "--build-context")?;
-        named_contexts.insert(k, PathBuf::from(v));
+        let (name, source) = parse_build_context(&store, c)?;
+        named_contexts.insert(name, source);
     }
     let tags = args
         .tags

@@ -11,5 +11,6 @@ mod copy;
 mod images;
 mod more;
 mod mounts;
+mod named_contexts;
 mod registry;
 mod run;

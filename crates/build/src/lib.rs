@@ -19,13 +19,13 @@ use std::sync::Mutex;
 
 use forge_cache::{ContextHasher, PathFilter, Store};
 use forge_parser::IgnoreMatcher;
-use forge_planner::{OpKind, PlanOptions, Platform};
+use forge_planner::{NamedContext, OpKind, PlanOptions, Platform};
 
 pub use error::BuildError;
 pub use images::{image_snapshots, load_image, ImageProvider, LocalImage, ProvidedImage};
 pub use overlay::isolate_mounts;
 pub use progress::{Event, NoProgress, Progress, Stream};
-pub use request::{BuildOutput, BuildRequest};
+pub use request::{BuildOutput, BuildRequest, ContextSource};
 
 use crate::images::{lock, StoreResolver};
 use crate::memory::{is_step, Memory};
@@ -53,13 +53,6 @@ pub fn build(
     let df = forge_parser::parse(&req.dockerfile).map_err(|e| BuildError::Parse {
         rendered: e.render(&req.dockerfile_name),
     })?;
-    if let Some(name) = req.named_contexts.keys().next() {
-        return Err(BuildError::Parse {
-            rendered: format!(
-                "--build-context {name}=...: named build contexts are not supported yet"
-            ),
-        });
-    }
     let ignore_text = match &req.context {
         Some(dir) => read_dockerignore(dir, &req.dockerfile_name)?,
         None => String::new(),
@@ -73,6 +66,17 @@ pub fn build(
         platform: req.platform.clone().unwrap_or_else(Platform::host),
         build_platform: Platform::host(),
         dockerignore: forge_planner::dockerignore_patterns(&ignore_text),
+        named_contexts: req
+            .named_contexts
+            .iter()
+            .map(|(name, source)| {
+                let planned = match source {
+                    ContextSource::Dir(_) => NamedContext::Dir,
+                    ContextSource::Image(reference) => NamedContext::Image(reference.clone()),
+                };
+                (name.clone(), planned)
+            })
+            .collect(),
     };
     let resolver = StoreResolver {
         store,
@@ -114,7 +118,7 @@ pub fn build(
         .graph
         .ops()
         .iter()
-        .any(|op| matches!(op.kind, OpKind::Context { .. }));
+        .any(|op| matches!(&op.kind, OpKind::Context { name, .. } if name == "context"));
     let tree = match (&req.context, uses_context) {
         (Some(dir), true) => {
             let filter = IgnoreFilter(&matcher);
@@ -132,6 +136,28 @@ pub fn build(
         _ => None,
     };
 
+    // Each directory named context a COPY or mount reads, hashed whole (no ignore file).
+    let mut named_trees = BTreeMap::new();
+    for op in plan.graph.ops() {
+        let OpKind::Context { name, .. } = &op.kind else {
+            continue;
+        };
+        let Some(ContextSource::Dir(dir)) = req.named_contexts.get(name) else {
+            continue;
+        };
+        if named_trees.contains_key(name) {
+            continue;
+        }
+        let tree = ContextHasher::new(dir)
+            .memo(store)
+            .hash()
+            .map_err(|source| BuildError::Context {
+                path: dir.clone(),
+                source,
+            })?;
+        named_trees.insert(name.clone(), tree);
+    }
+
     let no_cache_stages = stage_indexes(&plan, &req.no_cache_filter);
     let memory = Memory::load(Some(memory_path(store, req)));
     let solver = Solver {
@@ -140,7 +166,7 @@ pub fn build(
         plan: &plan,
         images,
         tree,
-        named_trees: BTreeMap::new(),
+        named_trees,
         progress,
         no_cache_stages,
         memory,

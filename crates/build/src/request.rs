@@ -16,8 +16,9 @@ pub struct BuildRequest {
     pub dockerfile_name: String,
     /// The build context directory; `None` for a Dockerfile with no context (`forge build -`).
     pub context: Option<PathBuf>,
-    /// Named contexts (`--build-context NAME=PATH`), usable in `COPY --from=NAME`.
-    pub named_contexts: BTreeMap<String, PathBuf>,
+    /// Named contexts (`--build-context NAME=...`): what `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` mean when no stage has that name.
+    pub named_contexts: BTreeMap<String, ContextSource>,
     /// `--build-arg` values (the binary resolves `--build-arg K` from its environment).
     pub build_args: BTreeMap<String, String>,
     /// `--target`.
@@ -50,6 +51,16 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// SOURCE_DATE_EPOCH: clamps layer mtimes and the image's created time.
     pub source_date_epoch: Option<i64>,
+}
+
+/// What a named build context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSource {
+    /// A local directory, read like the build context but with no `.dockerignore`.
+    Dir(PathBuf),
+    /// An image reference the provider can find (a `docker-image://` value, or the name the
+    /// binary gave an imported `oci-layout://` image).
+    Image(String),
 }
 
 /// What a successful build produced.

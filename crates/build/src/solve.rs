@@ -250,7 +250,7 @@ impl Solver<'_> {
             // A COPY from the context is keyed by the files it selects, not the whole context.
             if input.role == InputRole::CopySource {
                 if let OpKind::File(FileOp {
-                    from: SourceRef::Context,
+                    from: SourceRef::Context | SourceRef::Named { .. },
                     ..
                 }) = &op.kind
                 {
@@ -467,8 +467,14 @@ impl Solver<'_> {
         let mut files = BTreeMap::new();
         let mut detail = BTreeMap::new();
         if let OpKind::File(file) = &op.kind {
-            if let SourceRef::Context = file.from {
-                if let Some(tree) = self.context_tree("context") {
+            // A directory named context is keyed by its files the same way.
+            let tree_name = match &file.from {
+                SourceRef::Context => Some("context"),
+                SourceRef::Named { name } => Some(name.as_str()),
+                _ => None,
+            };
+            if let Some(tree_name) = tree_name {
+                if let Some(tree) = self.context_tree(tree_name) {
                     let spec = self.copy_spec(op, file)?;
                     let sources = forge_executor::resolve_sources(&spec, tree.root())
                         .map_err(|source| self.fileop_error(op, source))?;
@@ -613,6 +619,11 @@ impl Solver<'_> {
                             let path = view.path().to_path_buf();
                             views.push(view);
                             path
+                        }
+                        (Some(SourceRef::Named { name }), _)
+                            if self.named_trees.contains_key(name) =>
+                        {
+                            self.named_trees[name].root().to_path_buf()
                         }
                         _ => self.context_dir(op)?,
                     };
@@ -795,7 +806,7 @@ impl Solver<'_> {
             exclude: file.exclude.clone(),
             follow_top_symlink: true,
             unpack_archives: file.action == FileAction::Add && file.unpack != Some(false),
-            keep_source_owner: !matches!(file.from, SourceRef::Context),
+            keep_source_owner: !matches!(file.from, SourceRef::Context | SourceRef::Named { .. }),
             ignore: match file.from {
                 SourceRef::Context => self.ignore_patterns.clone(),
                 _ => Vec::new(),
@@ -824,7 +835,7 @@ impl Solver<'_> {
         let spec = self.copy_spec(op, file)?;
         let mut _view = None;
         let src_root = match (&file.from, file.input) {
-            (SourceRef::Context, _) => match &file.input {
+            (SourceRef::Context | SourceRef::Named { .. }, _) => match &file.input {
                 Some(i) => match &self.plan.graph.op(op.inputs[*i].op).kind {
                     OpKind::Context { name, .. } if self.named_trees.contains_key(name) => {
                         self.named_trees[name].root().to_path_buf()

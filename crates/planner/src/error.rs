@@ -9,6 +9,9 @@ pub enum PlanError {
     #[error("the Dockerfile has no FROM instruction")]
     NoStages,
 
+    #[error("line {line}: FROM {name}: the build context {name:?} (--build-context) is a directory, not an image; use it with COPY --from={name} or RUN --mount=from={name}")]
+    NamedContextNotImage { line: usize, name: String },
+
     #[error("line {line}: {keyword} before the first FROM; only ARG may come before FROM")]
     InstructionBeforeFrom { line: usize, keyword: &'static str },
 

@@ -141,8 +141,17 @@ pub struct MountSpec {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceRef {
     Context,
-    Stage { index: usize },
-    Image { reference: String },
+    /// A directory named context (`--build-context NAME=DIR`): read like the build context,
+    /// but with no `.dockerignore`.
+    Named {
+        name: String,
+    },
+    Stage {
+        index: usize,
+    },
+    Image {
+        reference: String,
+    },
 }
 
 /// COPY or ADD.

@@ -22,7 +22,9 @@ pub use graph::{
     BuildGraph, FileAction, FileOp, InlineFile, Input, InputRole, MountSpec, Op, OpId, OpKind,
     RunOp, SourceRef,
 };
-pub use plan::{plan, Plan, PlanOptions, PlanWarning, ResolvedRef, StageBase, StagePlan};
+pub use plan::{
+    plan, NamedContext, Plan, PlanOptions, PlanWarning, ResolvedRef, StageBase, StagePlan,
+};
 pub use platform::Platform;
 pub use render::{render_dot, render_text};
 pub use scope::dockerignore_patterns;

@@ -44,6 +44,19 @@ pub struct PlanOptions {
     /// `.dockerignore` patterns (see [`crate::dockerignore_patterns`]), applied to every
     /// read of the build context.
     pub dockerignore: Vec<String>,
+    /// `--build-context NAME=...`: what a name means in `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` when no stage of the Dockerfile has that name (a stage wins).
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=PATH`): a source of files, not a base image.
+    Dir,
+    /// An image (`NAME=docker-image://REF`, or an imported OCI layout): `FROM NAME` and
+    /// `--from=NAME` mean this reference.
+    Image(String),
 }
 
 impl Default for PlanOptions {
@@ -54,6 +67,7 @@ impl Default for PlanOptions {
             platform: Platform::host(),
             build_platform: Platform::host(),
             dockerignore: Vec::new(),
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -434,8 +448,14 @@ impl<'a> Planner<'a> {
                 .position(|(n, _)| n.as_deref() == Some(lowered.as_str()))
             {
                 Some(j) => BaseRef::Stage(j),
-                None if image == "scratch" => BaseRef::Scratch,
-                None => BaseRef::Image(image.clone()),
+                None => match self.named_context(&image) {
+                    Some(NamedContext::Image(reference)) => BaseRef::Image(reference.clone()),
+                    Some(NamedContext::Dir) => {
+                        return Err(PlanError::NamedContextNotImage { line, name: image });
+                    }
+                    None if image == "scratch" => BaseRef::Scratch,
+                    None => BaseRef::Image(image.clone()),
+                },
             };
 
             let mut deps = BTreeSet::new();
@@ -585,8 +605,26 @@ impl<'a> Planner<'a> {
             .position(|(n, _)| n.as_deref() == Some(lowered.as_str()))
         {
             Some(index) => stage_ref(names, current, index, value, line, instruction),
-            None => Ok(SourceRef::Image { reference: value }),
+            None => match self.named_context(&value) {
+                Some(NamedContext::Dir) => Ok(SourceRef::Named { name: value }),
+                Some(NamedContext::Image(reference)) => Ok(SourceRef::Image {
+                    reference: reference.clone(),
+                }),
+                None => Ok(SourceRef::Image { reference: value }),
+            },
         }
+    }
+
+    /// The named context a word names: an exact match first, then ignoring case (stage
+    /// names are case-insensitive too).
+    fn named_context(&self, word: &str) -> Option<&NamedContext> {
+        let named = &self.opts.named_contexts;
+        named.get(word).or_else(|| {
+            named
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(word))
+                .map(|(_, v)| v)
+        })
     }
 
     fn target_index(&self, outlines: &[Outline<'_>]) -> Result<usize, PlanError> {
@@ -1094,7 +1132,9 @@ impl<'a> Planner<'a> {
             let input = match &from {
                 Some(from) => {
                     let include = match (&from, &source) {
-                        (SourceRef::Context, Some(s)) => vec![scope::context_relative(s)],
+                        (SourceRef::Context | SourceRef::Named { .. }, Some(s)) => {
+                            vec![scope::context_relative(s)]
+                        }
                         _ => Vec::new(),
                     };
                     let op = self.source_op(from, include, st, line);
@@ -1291,7 +1331,9 @@ impl<'a> Planner<'a> {
         let needs_source = !matches!(from, SourceRef::Context) || !local.is_empty();
         let input = if needs_source {
             let include = match from {
-                SourceRef::Context => local.iter().map(|s| scope::context_relative(s)).collect(),
+                SourceRef::Context | SourceRef::Named { .. } => {
+                    local.iter().map(|s| scope::context_relative(s)).collect()
+                }
                 _ => Vec::new(),
             };
             let op = self.source_op(&from, include, st, line);
@@ -1397,6 +1439,34 @@ impl<'a> Planner<'a> {
                     stage,
                     line,
                     name,
+                )
+            }
+            SourceRef::Named { name } => {
+                let mut include: Vec<String> = include;
+                include.sort();
+                include.dedup();
+                if include.iter().any(String::is_empty) {
+                    include.clear();
+                }
+                let label = if include.is_empty() {
+                    format!("[internal] load build context {name}")
+                } else {
+                    format!(
+                        "[internal] load build context {name} ({})",
+                        include.join(", ")
+                    )
+                };
+                // No exclude: the main context's .dockerignore is not this directory's.
+                self.graph.add(
+                    OpKind::Context {
+                        name: name.clone(),
+                        include,
+                        exclude: Vec::new(),
+                    },
+                    Vec::new(),
+                    stage,
+                    line,
+                    label,
                 )
             }
         }

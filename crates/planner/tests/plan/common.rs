@@ -28,6 +28,7 @@ pub(crate) fn opts(args: &[(&str, &str)]) -> PlanOptions {
         platform: amd64(),
         build_platform: amd64(),
         dockerignore: Vec::new(),
+        named_contexts: BTreeMap::new(),
     }
 }
 

@@ -5,5 +5,6 @@ mod digests;
 mod errors;
 mod fixtures;
 mod graph;
+mod named;
 mod render;
 mod scoping;

@@ -1,0 +1,143 @@
+//! `forge build --build-context NAME=DIR|docker-image://REF|oci-layout://DIR[:TAG]`: a name
+//! no stage defines means the named context in FROM, COPY --from and RUN --mount=from.
+
+use std::process::Command;
+
+use crate::forgetest;
+
+forgetest!(
+    copy_from_a_directory_context_reruns_only_when_that_directory_changes,
+    |t| {
+        let assets = t.scratch().join("assets");
+        std::fs::create_dir_all(assets.join("sub")).unwrap();
+        std::fs::write(assets.join("a.txt"), "named A\n").unwrap();
+        std::fs::write(assets.join("sub/b.log"), "named log\n").unwrap();
+        // The main context's .dockerignore must not filter the named context.
+        t.write(".dockerignore", "*.log\nsub\n");
+        t.write("main.txt", "main 1\n");
+        t.dockerfile(
+            "FROM busybox:latest\n\
+         COPY --from=assets . /assets/\n\
+         RUN --mount=from=assets,source=sub,target=/m cat /m/b.log > /mounted\n\
+         COPY main.txt /main.txt\n",
+        );
+        let flag = format!("assets={}", assets.display());
+        t.build_ok(&["--build-context", &flag, "-t", "named:1"]);
+        let out = t.sh(
+            "named:1",
+            "cat /main.txt /assets/a.txt /assets/sub/b.log /mounted",
+        );
+        assert_eq!(out, "main 1\nnamed A\nnamed log\nnamed log\n");
+
+        // A change in the main context reruns its own COPY, not the COPY of the named context.
+        t.write("main.txt", "main 2\n");
+        let b = t.build_ok(&["--build-context", &flag, "-t", "named:2"]);
+        assert!(!b.step("COPY main.txt").cached, "{}", b.log);
+        assert!(b.step("COPY --from=assets").cached, "{}", b.log);
+
+        assert!(b.step("RUN --mount=from=assets").cached, "{}", b.log);
+
+        // A change in the named directory reruns the COPY that reads it, and says which file.
+        std::fs::write(assets.join("a.txt"), "named A2\n").unwrap();
+        let b = t.build_ok(&["--build-context", &flag, "-t", "named:3"]);
+        let copy = b.step("COPY --from=assets");
+        assert!(!copy.cached, "{}", b.log);
+        assert!(
+            copy.miss.as_deref().is_some_and(|m| m.contains("a.txt")),
+            "{}",
+            b.log
+        );
+        assert_eq!(t.sh("named:3", "cat /assets/a.txt"), "named A2\n");
+    }
+);
+
+forgetest!(from_an_image_context_uses_that_image, |t| {
+    t.dockerfile(
+        "FROM alpine\n\
+         COPY --from=alpine /bin/busybox /copied-busybox\n\
+         RUN test -x /copied-busybox && echo ok > /ok\n",
+    );
+    t.build_ok(&[
+        "--build-context",
+        "alpine=docker-image://busybox:latest",
+        "-t",
+        "aliased:1",
+    ]);
+    assert_eq!(t.sh("aliased:1", "cat /ok"), "ok\n");
+});
+
+forgetest!(from_a_directory_context_is_a_clear_error, |t| {
+    let dir = t.scratch().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    t.dockerfile("FROM base\n");
+    let flag = format!("base={}", dir.display());
+    let run = t.build_err(&["--build-context", &flag]);
+    assert!(
+        run.stderr.contains("is a directory, not an image"),
+        "{}",
+        run.stderr
+    );
+});
+
+forgetest!(from_an_oci_layout_context_imports_the_image, |t| {
+    t.write("marker", "from the layout\n");
+    t.dockerfile("FROM busybox:latest\nCOPY marker /marker\n");
+    t.build_ok(&["-t", "marked:1"]);
+
+    // A layout skopeo writes from the store (itself an OCI layout).
+    let layout = t.scratch().join("layout");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "oci:{}/v1/oci:docker.io/library/marked:1",
+            t.root().display()
+        ))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .expect("skopeo is installed (scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.dockerfile("FROM base\nRUN cat /marker > /seen\n");
+    let flag = format!("base=oci-layout://{}:v1", layout.display());
+    t.build_ok(&["--build-context", &flag, "-t", "fromlayout:1"]);
+    assert_eq!(t.sh("fromlayout:1", "cat /seen"), "from the layout\n");
+
+    // The store's own layout, tag given as the full name it records.
+    let flag = format!(
+        "base=oci-layout://{}/v1/oci:docker.io/library/marked:1",
+        t.root().display()
+    );
+    t.build_ok(&["--build-context", &flag, "-t", "fromstore:1"]);
+    assert_eq!(t.sh("fromstore:1", "cat /seen"), "from the layout\n");
+
+    // A tag the layout does not have names what it does have.
+    let flag = format!("base=oci-layout://{}:nope", layout.display());
+    let run = t.build_err(&["--build-context", &flag]);
+    assert!(
+        run.stderr.contains("no image tagged \"nope\"") && run.stderr.contains("v1"),
+        "{}",
+        run.stderr
+    );
+});
+
+forgetest!(a_bad_build_context_value_names_the_flag, |t| {
+    t.dockerfile("FROM busybox:latest\n");
+    let run = t.build_err(&["--build-context", "x=nope://thing"]);
+    assert!(
+        run.stderr.contains("--build-context x=nope://thing")
+            && run.stderr.contains("unsupported source"),
+        "{}",
+        run.stderr
+    );
+    let run = t.build_err(&["--build-context", "x=/does/not/exist"]);
+    assert!(
+        run.stderr.contains("--build-context") && run.stderr.contains("not a directory"),
+        "{}",
+        run.stderr
+    );
+    let run = t.build_err(&["--build-context", "novalue"]);
+    assert!(run.stderr.contains("--build-context"), "{}", run.stderr);
+});
