@@ -574,7 +574,10 @@ impl Walk<'_> {
         }
         spans.sort_unstable_by(|a, b| names[a.0..a.1].cmp(&names[b.0..b.1]));
         let dir_fd = dir.as_raw_fd();
-        let mut children = spans
+        // Collected by index straight into place: collecting into a `Result<Vec>` goes through a
+        // list of partial vectors that are allocated and copied again.
+        let mut results = Vec::with_capacity(spans.len());
+        spans
             .par_iter()
             .map(|&(a, b)| {
                 let name_bytes = &names[a..b];
@@ -603,7 +606,8 @@ impl Walk<'_> {
                     below,
                 })
             })
-            .collect::<Result<Vec<Child>>>()?;
+            .collect_into_vec(&mut results);
+        let mut children = results.into_iter().collect::<Result<Vec<Child>>>()?;
         drop(dir);
         let mut h = header(EntryKind::Dir, st);
         let xattrs = match self.old.get(rel).filter(|m| m.matches(st)) {
