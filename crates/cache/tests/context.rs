@@ -315,3 +315,24 @@ fn paths_come_in_byte_order_with_siblings_that_sort_between_a_directory_and_its_
     assert_eq!(tree.entry("a.txt").unwrap().size, 5);
     assert!(tree.entry("a/q").is_none());
 }
+
+#[test]
+fn names_that_are_not_utf8_still_hash_and_keep_lookups_working() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Raw byte order and the order of their lossy forms differ ("\xc0" < "\xe4" but U+FFFD is
+    // EF BF BD), and "x\xfe" and "x\xff" become the same string.
+    for name in [&b"a\xc0"[..], "a一".as_bytes(), b"x\xfe", b"x\xff", b"b"] {
+        std::fs::write(dir.path().join(OsStr::from_bytes(name)), name).unwrap();
+    }
+    let tree = ContextHasher::new(dir.path()).hash().unwrap();
+    let all: Vec<&str> = tree.entries_under("").map(|(p, _)| p).collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted);
+    assert_eq!(tree.entry("a一").unwrap().size, 4);
+    assert_eq!(tree.entry("b").unwrap().size, 1);
+    assert!(tree.entry("x\u{FFFD}").is_some());
+}
