@@ -14,26 +14,21 @@ use crate::images::canonical_name;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Imports the image `spec` (`DIR`, `DIR:TAG` or `DIR@sha256:...`) names into the store and
-/// returns the store name it was given (`localhost/forge-oci-layout/<hash>:latest`).
+/// returns the store name it was given (`localhost/forge-oci-layout/<hash>:latest`). Errors
+/// do not repeat the flag: the caller names it.
 pub(crate) fn import(store: &Store, spec: &str) -> anyhow::Result<String> {
     let (dir, selector) = split_spec(spec);
     let index_path = dir.join("index.json");
     let bytes = std::fs::read(&index_path).with_context(|| {
         format!(
-            "--build-context oci-layout://{spec}: reading {} (not an OCI layout directory?)",
+            "reading {} (not an OCI layout directory?)",
             index_path.display()
         )
     })?;
-    let index: ImageIndex = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "--build-context oci-layout://{spec}: {} is not an OCI image index",
-            index_path.display()
-        )
-    })?;
-    let descriptor = select(&index, &selector)
-        .with_context(|| format!("--build-context oci-layout://{spec}"))?;
-    copy_blobs(store, &dir, &descriptor)
-        .with_context(|| format!("--build-context oci-layout://{spec}: copying the image"))?;
+    let index: ImageIndex = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not an OCI image index", index_path.display()))?;
+    let descriptor = select(&index, &selector)?;
+    copy_blobs(store, &dir, &descriptor).context("copying the image into the store")?;
 
     // One name per (directory, selector), so two layouts never overwrite each other's name.
     let canonical_dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use crate::forgetest;
+use crate::harness::TestEnv;
 
 forgetest!(
     copy_from_a_directory_context_reruns_only_when_that_directory_changes,
@@ -112,6 +113,38 @@ forgetest!(from_an_oci_layout_context_imports_the_image, |t| {
     );
     t.build_ok(&["--build-context", &flag, "-t", "fromstore:1"]);
     assert_eq!(t.sh("fromstore:1", "cat /seen"), "from the layout\n");
+
+    // A fresh store has none of the layout's blobs: they are copied in, and by digest too.
+    let fresh = TestEnv::new("oci_layout_fresh_store");
+    fresh.dockerfile("FROM base\nRUN cat /marker > /seen\n");
+    let flag = format!("base=oci-layout://{}:v1", layout.display());
+    fresh.build_ok(&["--build-context", &flag, "-t", "fresh:1"]);
+    assert_eq!(fresh.sh("fresh:1", "cat /seen"), "from the layout\n");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let by_digest = TestEnv::new("oci_layout_by_digest");
+    by_digest.dockerfile("FROM base\nRUN cat /marker > /seen\n");
+    let flag = format!("base=oci-layout://{}@{manifest_digest}", layout.display());
+    by_digest.build_ok(&["--build-context", &flag, "-t", "bydigest:1"]);
+    assert_eq!(by_digest.sh("bydigest:1", "cat /seen"), "from the layout\n");
+
+    // A layer whose bytes do not match its digest is refused.
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let top = blob(layers.last().unwrap()["digest"].as_str().unwrap());
+    std::fs::write(&top, b"not the layer").unwrap();
+    let corrupt = TestEnv::new("oci_layout_corrupt_blob");
+    corrupt.dockerfile("FROM base\n");
+    let flag = format!("base=oci-layout://{}:v1", layout.display());
+    let run = corrupt.build_err(&["--build-context", &flag]);
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
 
     // A tag the layout does not have names what it does have.
     let flag = format!("base=oci-layout://{}:nope", layout.display());
