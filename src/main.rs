@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod fetch;
 mod images;
 mod oci_layout;
 mod progress;

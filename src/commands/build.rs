@@ -107,8 +107,7 @@ fn parse_build_context(store: &Store, text: &str) -> anyhow::Result<(String, Con
         return Ok((name, ContextSource::Image(reference.to_owned())));
     }
     if let Some(layout) = value.strip_prefix("oci-layout://") {
-        let imported = crate::oci_layout::import(store, layout)
-            .with_context(|| format!("--build-context {name}={value}"))?;
+        let imported = crate::oci_layout::import(store, layout)?;
         return Ok((name, ContextSource::Image(imported)));
     }
     if let Some((scheme, _)) = value.split_once("://") {
@@ -385,7 +384,16 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         client: args.registry.client()?,
         quiet: mode == ProgressMode::Quiet,
     };
-    let result = forge_build::build(&req, &store, &provider, progress.as_ref() as &dyn Progress);
+    let fetcher = crate::fetch::HttpFetcher {
+        tls_ca: args.registry.tls_ca.clone(),
+    };
+    let result = forge_build::build(
+        &req,
+        &store,
+        &provider,
+        &fetcher,
+        progress.as_ref() as &dyn Progress,
+    );
     progress.finish();
     drop(stdin_context);
     let output = match result {

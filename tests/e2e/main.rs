@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod add_url;
 mod build;
 mod config;
 mod copy;

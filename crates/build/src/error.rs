@@ -54,6 +54,35 @@ pub enum BuildError {
         name: String,
         source_text: String,
     },
+    /// An `ADD <url>` source could not be downloaded.
+    #[error("{file}:{line}: {name}: downloading {url}: {source}")]
+    Fetch {
+        file: String,
+        line: usize,
+        name: String,
+        url: String,
+        #[source]
+        source: crate::fetch::FetchError,
+    },
+    /// An `ADD --checksum` did not match what the URL served.
+    #[error("{file}:{line}: ADD: checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        file: String,
+        line: usize,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    /// An `ADD --checksum` value that is not `sha256:<64 hex digits>`.
+    #[error(
+        "{file}:{line}: {name}: --checksum={checksum:?} is not of the form sha256:<64 hex digits>"
+    )]
+    BadChecksum {
+        file: String,
+        line: usize,
+        name: String,
+        checksum: String,
+    },
     /// A RUN --mount=type=secret names a secret the build was not given.
     #[error("{file}:{line}: secret {id:?} is required but was not provided (use --secret id={id},src=FILE)")]
     MissingSecret {

@@ -6,6 +6,7 @@
 
 mod assemble;
 mod error;
+mod fetch;
 mod images;
 mod memory;
 mod overlay;
@@ -22,6 +23,7 @@ use forge_parser::IgnoreMatcher;
 use forge_planner::{NamedContext, OpKind, PlanOptions, Platform};
 
 pub use error::BuildError;
+pub use fetch::{FetchError, FetchedFile, NoFetcher, RemoteFetcher};
 pub use images::{image_snapshots, load_image, ImageProvider, LocalImage, ProvidedImage};
 pub use overlay::isolate_mounts;
 pub use progress::{Event, NoProgress, Progress, Stream};
@@ -48,6 +50,7 @@ pub fn build(
     req: &BuildRequest,
     store: &Store,
     provider: &dyn ImageProvider,
+    fetcher: &dyn RemoteFetcher,
     progress: &dyn Progress,
 ) -> Result<BuildOutput, BuildError> {
     let df = forge_parser::parse(&req.dockerfile).map_err(|e| BuildError::Parse {
@@ -171,6 +174,7 @@ pub fn build(
         no_cache_stages,
         memory,
         ignore_patterns: opts.dockerignore.clone(),
+        remote: fetch::Remote::new(fetcher),
     };
     let solved = solver.run();
     solver.memory.save();

@@ -124,6 +124,8 @@ impl Memory {
         for (path, digest) in &now.files {
             match before.files.get(path) {
                 Some(old) if old == digest => {}
+                // An ADD URL: what the server sends is not in the build context.
+                Some(_) if path.contains("://") => return format!("file {path:?} changed"),
                 Some(_) => {
                     return changed_below(path, &before.detail, &now.detail)
                         .unwrap_or_else(|| format!("file {path:?} in the build context changed"))

@@ -17,6 +17,7 @@ use forge_parser::{CacheSharing, MountType, NetworkMode, SecurityMode};
 use forge_planner::{FileAction, FileOp, InputRole, Op, OpKind, Plan, RunOp, SourceRef};
 
 use crate::error::BuildError;
+use crate::fetch::{download_all, is_http, parse_checksum, Downloads, FetchFailure, Remote};
 use crate::images::{image_snapshots, lock, LocalImage};
 use crate::memory::{Ingredients, Memory};
 use crate::overlay::OverlayMount;
@@ -54,6 +55,8 @@ pub(crate) struct Solver<'a> {
     pub(crate) memory: Memory,
     /// `.dockerignore` patterns: what they match is not part of the build context.
     pub(crate) ignore_patterns: Vec<String>,
+    /// Downloads `ADD <url>` sources.
+    pub(crate) remote: Remote<'a>,
 }
 
 struct Schedule {
@@ -476,8 +479,14 @@ impl Solver<'_> {
             if let Some(tree_name) = tree_name {
                 if let Some(tree) = self.context_tree(tree_name) {
                     let spec = self.copy_spec(op, file)?;
-                    let sources = forge_executor::resolve_sources(&spec, tree.root())
-                        .map_err(|source| self.fileop_error(op, source))?;
+                    // An ADD of URLs alone reads nothing from the context.
+                    let url_only = spec.sources.is_empty() && !remote_urls(file).is_empty();
+                    let sources = if url_only {
+                        Vec::new()
+                    } else {
+                        forge_executor::resolve_sources(&spec, tree.root())
+                            .map_err(|source| self.fileop_error(op, source))?
+                    };
                     for rel in sources {
                         let digest = tree.digest(&rel).ok_or_else(|| BuildError::FileOp {
                             file: self.req.dockerfile_name.clone(),
@@ -491,6 +500,31 @@ impl Solver<'_> {
                         builder = builder.content(&rel, &digest);
                         detail_below(tree, &rel, &mut detail);
                         files.insert(rel, digest.to_string());
+                    }
+                }
+            }
+        }
+        // An ADD URL is keyed by its --checksum, with no download (BuildKit's cache hit without
+        // a fetch), or else by what it serves now, so every build fetches it as BuildKit does.
+        if let OpKind::File(file) = &op.kind {
+            let urls = remote_urls(file);
+            if !urls.is_empty() {
+                match self.checksum(op, file)? {
+                    Some(hex) => {
+                        for url in &urls {
+                            let digest = format!("sha256:{hex}");
+                            builder = builder.extra(url, digest.as_bytes());
+                            files.insert((*url).to_owned(), digest);
+                        }
+                    }
+                    None => {
+                        let downloads = self.download(op, file)?;
+                        for d in &downloads.files {
+                            let digest = format!("sha256:{}", d.file.sha256);
+                            builder = builder.extra(&d.url, digest.as_bytes());
+                            files.insert(d.url.clone(), digest);
+                        }
+                        self.remote.keep(op.id, downloads);
                     }
                 }
             }
@@ -774,6 +808,10 @@ impl Solver<'_> {
     fn copy_spec(&self, op: &Op, file: &FileOp) -> Result<CopySpec, BuildError> {
         let mut sources = Vec::new();
         for s in &file.sources {
+            // Downloaded and copied on their own (see `remote_spec`).
+            if file.action == FileAction::Add && is_http(s) {
+                continue;
+            }
             if is_remote(s) {
                 return Err(BuildError::RemoteSource {
                     file: self.req.dockerfile_name.clone(),
@@ -814,6 +852,50 @@ impl Solver<'_> {
         })
     }
 
+    /// `--checksum` as hex, checked for form.
+    fn checksum(&self, op: &Op, file: &FileOp) -> Result<Option<String>, BuildError> {
+        let Some(checksum) = &file.checksum else {
+            return Ok(None);
+        };
+        match parse_checksum(checksum) {
+            Some(hex) => Ok(Some(hex)),
+            None => Err(BuildError::BadChecksum {
+                file: self.req.dockerfile_name.clone(),
+                line: op.line,
+                name: op.name.clone(),
+                checksum: checksum.clone(),
+            }),
+        }
+    }
+
+    /// Downloads the step's URL sources into a scratch directory, verifying `--checksum`.
+    fn download(&self, op: &Op, file: &FileOp) -> Result<Downloads, BuildError> {
+        let checksum = self.checksum(op, file)?;
+        let fail = |url: &str, failure: FetchFailure| match failure {
+            FetchFailure::Fetch(source) => BuildError::Fetch {
+                file: self.req.dockerfile_name.clone(),
+                line: op.line,
+                name: op.name.clone(),
+                url: url.to_owned(),
+                source,
+            },
+            FetchFailure::Checksum { expected, actual } => BuildError::ChecksumMismatch {
+                file: self.req.dockerfile_name.clone(),
+                line: op.line,
+                url: url.to_owned(),
+                expected,
+                actual,
+            },
+        };
+        download_all(
+            self.remote.fetcher,
+            &remote_urls(file),
+            self.scratch_dir("fetch"),
+            checksum.as_deref(),
+            &fail,
+        )
+    }
+
     fn fileop_error(&self, op: &Op, source: forge_executor::FileOpError) -> BuildError {
         BuildError::FileOp {
             file: self.req.dockerfile_name.clone(),
@@ -833,8 +915,17 @@ impl Solver<'_> {
     ) -> Result<SnapshotId, BuildError> {
         let base = base.expect("COPY has a base");
         let spec = self.copy_spec(op, file)?;
+        let urls = remote_urls(file);
+        let downloads = match self.remote.take(op.id) {
+            Some(d) => Some(d),
+            None if !urls.is_empty() => Some(self.download(op, file)?),
+            None => None,
+        };
+        let remote = downloads.as_ref().map(|d| (remote_spec(file, &spec, d), d));
+        let no_local = spec.sources.is_empty() && remote.is_some();
         let mut _view = None;
         let src_root = match (&file.from, file.input) {
+            _ if no_local => PathBuf::new(),
             (SourceRef::Context | SourceRef::Named { .. }, _) => match &file.input {
                 Some(i) => match &self.plan.graph.op(op.inputs[*i].op).kind {
                     OpKind::Context { name, .. } if self.named_trees.contains_key(name) => {
@@ -853,8 +944,17 @@ impl Solver<'_> {
             (_, None) => self.context_dir(op)?,
         };
         let draft = self.store.prepare_snapshot()?;
+        let copy_all = |target: &Path| -> Result<(), forge_executor::FileOpError> {
+            if !no_local {
+                forge_executor::copy(&spec, &src_root, target)?;
+            }
+            if let Some((remote_spec, downloads)) = &remote {
+                forge_executor::copy(remote_spec, &downloads.dir, target)?;
+            }
+            Ok(())
+        };
         let result = if file.link {
-            forge_executor::copy(&spec, &src_root, &draft.fs_dir())
+            copy_all(&draft.fs_dir())
         } else {
             let lowers = self.chain_dirs(base.top.as_ref())?;
             let merged = OverlayMount::writable(
@@ -863,12 +963,13 @@ impl Solver<'_> {
                 &draft.work_dir(),
                 &self.scratch_dir("copy"),
             )?;
-            let r = forge_executor::copy(&spec, &src_root, merged.path());
+            let r = copy_all(merged.path());
             drop(merged);
             r
         };
         result.map_err(|source| self.fileop_error(op, source))?;
         drop(_view);
+        drop(downloads);
         let meta = SnapshotMeta {
             parent: base.top.clone(),
             description: op.name.clone(),
@@ -915,6 +1016,38 @@ fn action_name(action: FileAction) -> &'static str {
     match action {
         FileAction::Copy => "COPY",
         FileAction::Add => "ADD",
+    }
+}
+
+/// An ADD's `http(s)://` sources, which are downloaded rather than read from a source tree.
+fn remote_urls(file: &FileOp) -> Vec<&str> {
+    if file.action != FileAction::Add {
+        return Vec::new();
+    }
+    file.sources
+        .iter()
+        .map(String::as_str)
+        .filter(|s| is_http(s))
+        .collect()
+}
+
+/// The copy of downloaded files: as the step's own copy, from the download directory, and
+/// never unpacked (BuildKit does not extract remote archives).
+fn remote_spec(file: &FileOp, local: &CopySpec, downloads: &Downloads) -> CopySpec {
+    CopySpec {
+        sources: downloads
+            .files
+            .iter()
+            .map(|d| CopySource::Path(d.rel.clone()))
+            .collect(),
+        dest: file.dest.clone(),
+        workdir: "/".to_owned(),
+        chown: file.chown.clone(),
+        chmod: local.chmod.clone(),
+        follow_top_symlink: true,
+        unpack_archives: false,
+        keep_source_owner: false,
+        ..CopySpec::default()
     }
 }
 
