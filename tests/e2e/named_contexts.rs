@@ -174,3 +174,19 @@ forgetest!(a_bad_build_context_value_names_the_flag, |t| {
     let run = t.build_err(&["--build-context", "novalue"]);
     assert!(run.stderr.contains("--build-context"), "{}", run.stderr);
 });
+
+forgetest!(a_mount_of_a_directory_context_reruns_when_it_changes, |t| {
+    let src = t.scratch().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "one\n").unwrap();
+    t.dockerfile("FROM busybox:latest\nRUN --mount=from=src,target=/m cat /m/f > /out\n");
+    let flag = format!("src={}", src.display());
+    t.build_ok(&["--build-context", &flag, "-t", "mnt:1"]);
+    assert_eq!(t.sh("mnt:1", "cat /out"), "one\n");
+    let again = t.build_ok(&["--build-context", &flag, "-t", "mnt:1"]);
+    assert!(again.step("RUN --mount").cached, "{}", again.log);
+    std::fs::write(src.join("f"), "two\n").unwrap();
+    let changed = t.build_ok(&["--build-context", &flag, "-t", "mnt:2"]);
+    assert!(!changed.step("RUN --mount").cached, "{}", changed.log);
+    assert_eq!(t.sh("mnt:2", "cat /out"), "two\n");
+});
