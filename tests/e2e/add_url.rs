@@ -210,3 +210,19 @@ forgetest!(add_url_that_is_not_found_fails_naming_url_and_status, |t| {
         );
     }
 });
+
+forgetest!(add_checksum_of_a_context_file_is_refused, |t| {
+    t.write("local.txt", "local\n");
+    t.dockerfile(&format!(
+        "FROM busybox:latest\nADD --checksum={} local.txt /l\n",
+        sha256(b"local\n")
+    ));
+    let run = t.build_err(&[]);
+    for needle in ["Dockerfile:2", "local.txt", "--checksum"] {
+        assert!(
+            run.stderr.contains(needle),
+            "no {needle:?} in:\n{}",
+            run.stderr
+        );
+    }
+});

@@ -83,6 +83,16 @@ pub enum BuildError {
         name: String,
         checksum: String,
     },
+    /// `ADD --checksum` with a source that is not an http(s) URL.
+    #[error(
+        "{file}:{line}: {name}: --checksum applies to http(s) sources only, not {source_text:?}"
+    )]
+    ChecksumNeedsUrl {
+        file: String,
+        line: usize,
+        name: String,
+        source_text: String,
+    },
     /// A RUN --mount=type=secret names a secret the build was not given.
     #[error("{file}:{line}: secret {id:?} is required but was not provided (use --secret id={id},src=FILE)")]
     MissingSecret {

@@ -346,6 +346,8 @@ impl Solver<'_> {
                 self.lookup(&key)?
             };
             if let Some(snapshot) = hit {
+                // An ADD URL fetched for its key is not copied after all.
+                drop(self.remote.take(op.id));
                 let snapshot = match self.rebase(op, snapshot, base, &state_key) {
                     Ok(s) => s,
                     Err(e) => return Err(self.fail(op, start, e)),
@@ -508,6 +510,16 @@ impl Solver<'_> {
         // a fetch), or else by what it serves now, so every build fetches it as BuildKit does.
         if let OpKind::File(file) = &op.kind {
             let urls = remote_urls(file);
+            // BuildKit refuses a checksum it could not verify.
+            let local = file.sources.iter().find(|s| !is_remote(s));
+            if let (Some(_), Some(local), FileAction::Add) = (&file.checksum, local, file.action) {
+                return Err(BuildError::ChecksumNeedsUrl {
+                    file: self.req.dockerfile_name.clone(),
+                    line: op.line,
+                    name: op.name.clone(),
+                    source_text: local.clone(),
+                });
+            }
             if !urls.is_empty() {
                 match self.checksum(op, file)? {
                     Some(hex) => {
