@@ -107,7 +107,8 @@ fn parse_build_context(store: &Store, text: &str) -> anyhow::Result<(String, Con
         return Ok((name, ContextSource::Image(reference.to_owned())));
     }
     if let Some(layout) = value.strip_prefix("oci-layout://") {
-        let imported = crate::oci_layout::import(store, layout)?;
+        let imported = crate::oci_layout::import(store, layout)
+            .with_context(|| format!("--build-context {name}={value}"))?;
         return Ok((name, ContextSource::Image(imported)));
     }
     if let Some((scheme, _)) = value.split_once("://") {
