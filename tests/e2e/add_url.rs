@@ -226,3 +226,31 @@ forgetest!(add_checksum_of_a_context_file_is_refused, |t| {
         );
     }
 });
+
+forgetest!(
+    add_of_a_url_and_another_source_needs_a_directory_dest,
+    |t| {
+        let server = Server::start();
+        let url = server.serve("/u.txt", b"u\n");
+        t.write("local.txt", "local\n");
+        t.dockerfile(&format!(
+            "FROM busybox:latest\nADD local.txt {url} /notadir\n"
+        ));
+        let run = t.build_err(&[]);
+        for needle in ["Dockerfile:2", "must be a directory", "/notadir"] {
+            assert!(
+                run.stderr.contains(needle),
+                "no {needle:?} in:\n{}",
+                run.stderr
+            );
+        }
+        t.dockerfile(&format!(
+            "FROM busybox:latest\nADD local.txt {url} /both/\n"
+        ));
+        t.build_ok(&["-t", "both:1"]);
+        assert_eq!(
+            t.sh("both:1", "cat /both/local.txt /both/u.txt"),
+            "local\nu\n"
+        );
+    }
+);

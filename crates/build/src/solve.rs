@@ -934,6 +934,20 @@ impl Solver<'_> {
             None => None,
         };
         let remote = downloads.as_ref().map(|d| (remote_spec(file, &spec, d), d));
+        // The two copies below would each see one source; several, a URL among them, need a
+        // directory destination (a downloaded file is never a directory).
+        if !urls.is_empty()
+            && file.sources.len() + file.inline.len() > 1
+            && !file.dest.ends_with('/')
+        {
+            return Err(self.fileop_error(
+                op,
+                forge_executor::FileOpError::DestinationNotDirectory {
+                    instruction: "ADD",
+                    dest: file.dest.clone(),
+                },
+            ));
+        }
         let no_local = spec.sources.is_empty() && remote.is_some();
         let mut _view = None;
         let src_root = match (&file.from, file.input) {
