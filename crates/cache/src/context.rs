@@ -3,8 +3,9 @@
 //! into a Merkle tree, so every subtree a COPY selects has its own digest.
 //!
 //! A stat memo in the store (`contexts/<hash of the context path>.memo`) maps each path's
-//! (device, inode, size, mtime, ctime) to its content and xattr digests, so an unchanged context
-//! costs one walk of stats and no reads. ctime changes with content, mode, owner and xattrs, and
+//! (device, inode, size, mtime, ctime, mode, owner) to its content and xattr digests (and a file's
+//! whole entry digest), so an unchanged context costs one walk of stats, no reads and no hashing
+//! of files. ctime changes with content, mode, owner and xattrs, and
 //! cannot be set by users, which is what makes it safe to trust. Entries changed within a second
 //! of a hashing run are not memoised (they could change again within one timestamp tick).
 
