@@ -15,9 +15,9 @@ use forge_cache::Store;
 use forge_planner::Platform;
 use forge_registry::{
     BlobError, BlobSink, BlobSource, BlobWriter, ClientConfig, Reference, RegistryClient,
+    StagedBlob,
 };
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use sha2::{Digest as _, Sha256};
 
 /// Bytes per blob while a pull or push runs: a bar per layer on a terminal, a line per
 /// finished blob otherwise.
@@ -146,106 +146,73 @@ impl BlobSink for StoreBlobs {
             path: dir.clone(),
             source,
         })?;
-        let staging = dir.join(digest.replace(':', "-"));
-        let io_err = |source| BlobError::Io {
-            path: staging.clone(),
-            source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&staging)
-            .map_err(io_err)?;
-        // Resume: what is already staged counts towards the digest.
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut offset = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            offset += n as u64;
-        }
+        let staged = StagedBlob::open(dir.join(digest.replace(':', "-")), digest)?;
+        let meter = self
+            .progress
+            .as_ref()
+            .map(|p| p.start(digest, size, staged.offset()));
         Ok(Box::new(StoreBlobWriter {
             store: self.store.clone(),
-            file,
-            staging,
+            staged,
             digest: digest.to_owned(),
-            hasher,
-            offset,
-            meter: self
-                .progress
-                .as_ref()
-                .map(|p| p.start(digest, size, offset)),
+            meter,
         }))
     }
 }
 
+/// A download staged under `downloads/`, published into the store once its digest checks.
 struct StoreBlobWriter {
     store: Arc<Store>,
-    file: fs::File,
-    staging: PathBuf,
+    staged: StagedBlob,
     digest: String,
-    hasher: Sha256,
-    offset: u64,
     meter: Option<BlobMeter>,
 }
 
 impl Write for StoreBlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.offset += n as u64;
+        let n = self.staged.write(buf)?;
         if let Some(m) = &mut self.meter {
             m.add(n);
         }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.staged.flush()
     }
 }
 
 impl BlobWriter for StoreBlobWriter {
     fn offset(&self) -> u64 {
-        self.offset
+        self.staged.offset()
     }
 
-    fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
-        if let Some(m) = &mut self.meter {
+    fn commit(self: Box<Self>) -> Result<(), BlobError> {
+        let StoreBlobWriter {
+            store,
+            staged,
+            digest,
+            mut meter,
+        } = *self;
+        if let Some(m) = &mut meter {
             m.finish();
         }
-        let actual = format!("sha256:{}", hex_encode(&self.hasher.clone().finalize()));
-        if actual != self.digest {
-            let _ = fs::remove_file(&self.staging);
-            return Err(BlobError::DigestMismatch {
-                digest: self.digest.clone(),
-                actual,
-            });
-        }
-        let expected = parse_digest(&self.digest)?;
-        let staged = fs::File::open(&self.staging).map_err(|source| BlobError::Io {
-            path: self.staging.clone(),
+        let staging = staged.verify()?;
+        let expected = parse_digest(&digest)?;
+        let file = fs::File::open(&staging).map_err(|source| BlobError::Io {
+            path: staging.clone(),
             source,
         })?;
-        let result = self.store.put_blob_from_reader(staged, Some(&expected));
-        let _ = fs::remove_file(&self.staging);
+        let result = store.put_blob_from_reader(file, Some(&expected));
+        let _ = fs::remove_file(&staging);
         result.map(|_| ()).map_err(|e| BlobError::Io {
-            path: self.staging.clone(),
+            path: staging,
             source: io::Error::other(e.to_string()),
         })
     }
 
     fn abort(self: Box<Self>) {
-        let _ = fs::remove_file(&self.staging);
+        self.staged.abort();
     }
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl BlobSource for StoreBlobs {

@@ -119,27 +119,9 @@ impl BlobSink for OciDir {
     }
 
     fn begin_blob(&self, digest: &str, _size: u64) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let staging = self.staging_path(digest);
-        let io_err = |source| BlobError::Io {
-            path: staging.clone(),
-            source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&staging)
-            .map_err(io_err)?;
-        // Resume: the hash must cover the bytes an earlier attempt staged.
-        let mut hasher = Sha256::new();
-        let offset = io::copy(&mut file, &mut HashWriter(&mut hasher)).map_err(io_err)?;
         Ok(Box::new(DirBlobWriter {
-            file,
-            staging,
+            staged: StagedBlob::open(self.staging_path(digest), digest)?,
             target: self.blob_path(digest),
-            digest: digest.to_string(),
-            hasher,
-            offset,
         }))
     }
 }
@@ -171,16 +153,74 @@ impl Write for HashWriter<'_> {
     }
 }
 
-struct DirBlobWriter {
+/// A blob being downloaded into a staging file: reopening the same file resumes it (the hash
+/// covers the bytes an earlier attempt staged), and [`StagedBlob::verify`] checks the sha256
+/// before the caller publishes it. Sinks build their [`BlobWriter`] on it.
+#[derive(Debug)]
+pub struct StagedBlob {
     file: fs::File,
     staging: PathBuf,
-    target: PathBuf,
     digest: String,
     hasher: Sha256,
     offset: u64,
 }
 
-impl Write for DirBlobWriter {
+impl StagedBlob {
+    /// Opens (or resumes) the staging file of `digest`.
+    pub fn open(staging: PathBuf, digest: &str) -> Result<Self, BlobError> {
+        let io_err = |source| BlobError::Io {
+            path: staging.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&staging)
+            .map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let offset = io::copy(&mut file, &mut HashWriter(&mut hasher)).map_err(io_err)?;
+        Ok(StagedBlob {
+            file,
+            staging,
+            digest: digest.to_string(),
+            hasher,
+            offset,
+        })
+    }
+
+    /// Bytes staged so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Checks the staged bytes against the digest and syncs them; returns the staging path,
+    /// ready to be published. On a mismatch the staging file is removed.
+    pub fn verify(self) -> Result<PathBuf, BlobError> {
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        if actual != self.digest {
+            drop(self.file);
+            let _ = fs::remove_file(&self.staging);
+            return Err(BlobError::DigestMismatch {
+                digest: self.digest,
+                actual,
+            });
+        }
+        self.file.sync_all().map_err(|source| BlobError::Io {
+            path: self.staging.clone(),
+            source,
+        })?;
+        Ok(self.staging)
+    }
+
+    /// Throws the staged bytes away.
+    pub fn abort(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.staging);
+    }
+}
+
+impl Write for StagedBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -192,36 +232,35 @@ impl Write for DirBlobWriter {
     }
 }
 
+struct DirBlobWriter {
+    staged: StagedBlob,
+    target: PathBuf,
+}
+
+impl Write for DirBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.staged.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.staged.flush()
+    }
+}
+
 impl BlobWriter for DirBlobWriter {
     fn offset(&self) -> u64 {
-        self.offset
+        self.staged.offset()
     }
 
     fn commit(self: Box<Self>) -> Result<(), BlobError> {
-        let this = *self;
-        let actual = format!("sha256:{}", hex::encode(this.hasher.finalize()));
-        if actual != this.digest {
-            drop(this.file);
-            let _ = fs::remove_file(&this.staging);
-            return Err(BlobError::DigestMismatch {
-                digest: this.digest,
-                actual,
-            });
-        }
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BlobError::Io { path, source }
-        };
-        this.file.sync_all().map_err(io_err(&this.staging))?;
-        drop(this.file);
-        fs::rename(&this.staging, &this.target).map_err(io_err(&this.target))?;
-        Ok(())
+        let staging = self.staged.verify()?;
+        fs::rename(&staging, &self.target).map_err(|source| BlobError::Io {
+            path: self.target.clone(),
+            source,
+        })
     }
 
     fn abort(self: Box<Self>) {
-        let this = *self;
-        drop(this.file);
-        let _ = fs::remove_file(&this.staging);
+        self.staged.abort();
     }
 }
 

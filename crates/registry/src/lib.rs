@@ -17,7 +17,7 @@ mod push;
 mod reference;
 
 pub use auth::{auth_key, Credentials, DockerConfig, DOCKER_HUB_AUTH_KEY};
-pub use blob::{BlobSink, BlobSource, BlobWriter, OciDir};
+pub use blob::{BlobSink, BlobSource, BlobWriter, OciDir, StagedBlob};
 pub use client::{registry_host, ClientConfig, RegistryClient};
 pub use error::{BlobError, RegistryError};
 pub use platform::Platform;
