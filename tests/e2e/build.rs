@@ -378,3 +378,34 @@ forgetest!(a_miss_names_the_file_inside_a_copied_directory, |t| {
         "/app/app:\nsrc\n\n/app/app/src:\nlib.txt\nmain.txt\nnew.txt\n"
     );
 });
+
+// BuildKit solves identical operations once: two stages with the same base and the same RUN
+// share one result, even when the scheduler reaches both at the same time.
+forgetest!(identical_steps_in_two_stages_run_once, |t| {
+    t.dockerfile(
+        "FROM busybox AS one\n\
+         RUN sleep 1 && cat /proc/sys/kernel/random/uuid > /id\n\
+         FROM busybox AS two\n\
+         RUN sleep 1 && cat /proc/sys/kernel/random/uuid > /id\n\
+         FROM busybox\n\
+         COPY --from=one /id /one\n\
+         COPY --from=two /id /two\n",
+    );
+    let built = t.build_ok(&["-t", "twins:1"]);
+    let runs: Vec<_> = built
+        .steps()
+        .into_iter()
+        .filter(|s| s.name.contains("RUN sleep 1"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", built.log);
+    assert_eq!(
+        runs.iter().filter(|s| s.cached).count(),
+        1,
+        "one of the identical steps runs, the other takes its result:\n{}",
+        built.log
+    );
+    let out = t.sh("twins:1", "cat /one /two");
+    let ids: Vec<&str> = out.lines().collect();
+    assert_eq!(ids.len(), 2, "{out}");
+    assert_eq!(ids[0], ids[1], "both stages see the same result");
+});

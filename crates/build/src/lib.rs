@@ -175,6 +175,7 @@ pub fn build(
         memory,
         ignore_patterns: opts.dockerignore.clone(),
         remote: fetch::Remote::new(fetcher),
+        in_flight: solve::InFlight::default(),
     };
     let solved = solver.run();
     solver.memory.save();

@@ -57,6 +57,43 @@ pub(crate) struct Solver<'a> {
     pub(crate) ignore_patterns: Vec<String>,
     /// Downloads `ADD <url>` sources.
     pub(crate) remote: Remote<'a>,
+    /// Cache keys being solved right now: an identical op waits and then hits the cache.
+    pub(crate) in_flight: InFlight,
+}
+
+/// Identical operations run once: the first op with a key claims it; another op with the same
+/// key (an identical step in another stage) waits for the claim to end, then finds the result
+/// in the cache.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    keys: Mutex<BTreeSet<CacheKey>>,
+    released: Condvar,
+}
+
+struct Claim<'a> {
+    in_flight: &'a InFlight,
+    key: CacheKey,
+}
+
+impl InFlight {
+    fn claim(&self, key: CacheKey) -> Claim<'_> {
+        let mut keys = lock(&self.keys);
+        while keys.contains(&key) {
+            keys = self.released.wait(keys).unwrap_or_else(|e| e.into_inner());
+        }
+        keys.insert(key);
+        Claim {
+            in_flight: self,
+            key,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(&self.in_flight.keys).remove(&self.key);
+        self.in_flight.released.notify_all();
+    }
 }
 
 struct Schedule {
@@ -335,6 +372,7 @@ impl Solver<'_> {
             key
         };
         let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
+        let _claim = (!bypass).then(|| self.in_flight.claim(key));
         if !bypass {
             // A --link layer already rebased onto this base is recorded under the state key.
             let hit = if is_link(op) {
