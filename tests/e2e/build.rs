@@ -32,7 +32,8 @@ forgetest!(independent_stages_run_at_the_same_time, |t| {
 
 forgetest!(independent_stages_overlap_in_json_progress, |t| {
     t.dockerfile(
-        "FROM busybox:latest AS a\nRUN sleep 1\nFROM busybox:latest AS b\nRUN sleep 1\n\
+        // The two RUNs differ: identical ones would be solved once (see below).
+        "FROM busybox:latest AS a\nRUN sleep 1 && echo a\nFROM busybox:latest AS b\nRUN sleep 1 && echo b\n\
          FROM busybox:latest\nCOPY --from=a /etc/passwd /a\nCOPY --from=b /etc/passwd /b\n",
     );
     let ctx = t.ctx().display().to_string();
