@@ -175,6 +175,7 @@ pub(crate) fn sandbox_config(store: &Store, runtime: &str) -> anyhow::Result<San
         helper_exe: std::env::current_exe().context("finding the forge executable")?,
         state_dir: store.staging_dir().join("sandbox"),
         runtime,
+        cancel: None,
     })
 }
 

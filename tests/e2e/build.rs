@@ -410,3 +410,35 @@ forgetest!(identical_steps_in_two_stages_run_once, |t| {
     assert_eq!(ids.len(), 2, "{out}");
     assert_eq!(ids[0], ids[1], "both stages see the same result");
 });
+
+// The first failure cancels the rest: a long RUN in an independent stage is stopped (its pid
+// namespace killed) instead of running to its end, and the build reports the failure.
+forgetest!(a_failing_step_cancels_a_running_one, |t| {
+    t.dockerfile(
+        "FROM busybox AS slow\n\
+         RUN sleep 60 && echo finished-$((40 + 2))\n\
+         FROM busybox AS bad\n\
+         RUN sleep 1 && exit 3\n\
+         FROM busybox\n\
+         COPY --from=slow /etc/passwd /a\n\
+         COPY --from=bad /etc/passwd /b\n",
+    );
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("exit code 3"), "{}", run.stderr);
+    let steps = crate::harness::parse_steps(&run.stderr);
+    let slow = steps
+        .iter()
+        .find(|s| s.name.contains("[slow 2/2] RUN"))
+        .unwrap_or_else(|| panic!("no slow step:\n{}", run.stderr));
+    assert!(
+        !slow.done,
+        "the slow step was not cancelled:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("finished-42"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cancelled: another step failed"),
+        "{}",
+        run.stderr
+    );
+});

@@ -68,6 +68,8 @@ pub(crate) struct Solver<'a> {
 pub(crate) struct InFlight {
     keys: Mutex<BTreeSet<CacheKey>>,
     released: Condvar,
+    /// Set at the first failure: running sandboxes are killed.
+    pub(crate) cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Claim<'a> {
@@ -191,6 +193,10 @@ impl Solver<'_> {
                 Err(err) => {
                     if s.failed.is_none() {
                         s.failed = Some(err);
+                        // Running RUN steps stop now; nothing new starts.
+                        self.in_flight
+                            .cancel
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
             }
@@ -821,7 +827,10 @@ impl Solver<'_> {
         };
         let step = op.id;
         let progress = self.progress;
-        forge_executor::run(&self.req.sandbox, &spec, &mut |stream, data| {
+        // The step is stopped (its pid namespace killed) as soon as another step fails.
+        let mut sandbox = self.req.sandbox.clone();
+        sandbox.cancel = Some(self.in_flight.cancel.clone());
+        forge_executor::run(&sandbox, &spec, &mut |stream, data| {
             progress.event(Event::Output { step, stream, data })
         })
         .map_err(|source| BuildError::Step {

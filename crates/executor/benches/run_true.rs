@@ -65,6 +65,7 @@ fn measure(
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init")),
         state_dir: state_dir(scratch),
         runtime,
+        cancel: None,
     };
     let mut times = Vec::with_capacity(STEPS);
     let mut cpu = Duration::ZERO;

@@ -28,6 +28,9 @@ pub enum ExecError {
     /// A step with no command.
     #[error("the step has an empty command")]
     EmptyCommand,
+    /// The step was stopped because the build was cancelled (another step failed).
+    #[error("cancelled: another step failed")]
+    Cancelled,
     /// A mount target or working directory that is not an absolute path.
     #[error("`{path}` must be an absolute path inside the sandbox")]
     RelativePath {

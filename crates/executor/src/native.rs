@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cgroups::StepCgroup;
 use crate::error::ExecError;
@@ -51,11 +54,21 @@ pub(crate) fn run_native(
         env,
         etc_files,
     };
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = config
+        .cancel
+        .clone()
+        .map(|cancel| watch_cancel(cancel, finished.clone(), child.id()));
     let result = drive(&mut child, ours, &request, cgroup, output);
-    if result.is_err() {
+    finished.store(true, Ordering::SeqCst);
+    let cancelled = watcher.is_some_and(|w| w.join().unwrap_or(false));
+    if result.is_err() || cancelled {
         let _ = child.kill();
     }
     let status = child.wait();
+    if cancelled {
+        return Err(ExecError::Cancelled);
+    }
     let (reports, tail) = result?;
     interpret(reports, tail, status)
 }
@@ -129,4 +142,25 @@ fn interpret(
             },
         }),
     }
+}
+
+/// Kills the helper (pid 1 of the step's namespace dies with it, PDEATHSIG) once `cancel` is
+/// set, unless the step finished first. The helper is not reaped before `finished` is set,
+/// so its pid cannot have been reused. Returns whether it killed.
+fn watch_cancel(
+    cancel: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+    helper: u32,
+) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        while !finished.load(Ordering::SeqCst) {
+            if cancel.load(Ordering::SeqCst) {
+                let pid = nix::unistd::Pid::from_raw(helper as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    })
 }

@@ -3,6 +3,8 @@
 //! the planner are not this crate's business.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,10 @@ pub struct SandboxConfig {
     pub state_dir: PathBuf,
     /// Which backend runs the step.
     pub runtime: Runtime,
+    /// Set to `true` to stop a running step: the native backend kills its helper, and with it
+    /// the step's whole pid namespace, and [`crate::run`] returns [`crate::ExecError::Cancelled`].
+    /// (runc steps are not cancelled; they run to their end.)
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The backend that runs a step.

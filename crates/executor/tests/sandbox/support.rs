@@ -108,6 +108,7 @@ impl Scratch {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_forge-sandbox-init"))),
             state_dir: self.path().join("state"),
             runtime,
+            cancel: None,
         }
     }
 
