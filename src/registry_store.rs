@@ -322,6 +322,21 @@ impl ImageProvider for PullingProvider {
         platform: &Platform,
         pull: bool,
     ) -> Result<Option<ProvidedImage>, BuildError> {
+        // `FROM oci-layout://DIR[:TAG|@DIGEST]`: the image is copied (digest-checked) from the
+        // layout into the store under a name of its own.
+        if let Some(layout) = reference.strip_prefix("oci-layout://") {
+            let name =
+                crate::oci_layout::import(store, layout).map_err(|e| BuildError::BadImage {
+                    reference: reference.to_owned(),
+                    what: format!("{e:#}"),
+                })?;
+            let name = Reference::parse(&name)
+                .map(|r| r.to_string())
+                .unwrap_or(name);
+            return Ok(store
+                .resolve_image(&name)?
+                .map(|descriptor| ProvidedImage { name, descriptor }));
+        }
         let parsed = Reference::parse(reference).map_err(|e| BuildError::BadImage {
             reference: reference.to_owned(),
             what: e.to_string(),

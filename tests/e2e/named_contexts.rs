@@ -190,3 +190,42 @@ forgetest!(a_mount_of_a_directory_context_reruns_when_it_changes, |t| {
     assert!(!changed.step("RUN --mount").cached, "{}", changed.log);
     assert_eq!(t.sh("mnt:2", "cat /out"), "two\n");
 });
+
+// `FROM oci-layout://DIR:TAG` directly, without a named context: the image is copied from the
+// layout into the store and built on.
+forgetest!(from_an_oci_layout_directory_directly, |t| {
+    let layout = t.scratch().join("layout");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "oci:{}/v1/oci:docker.io/library/busybox:latest",
+            t.root().display()
+        ))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .expect("skopeo is installed (scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = TestEnv::new("from_oci_layout_fresh_store");
+    fresh.dockerfile(&format!(
+        "FROM oci-layout://{}:v1\nRUN echo from-layout > /seen\n",
+        layout.display()
+    ));
+    let built = fresh.build_ok(&["-t", "direct:1"]);
+    assert!(
+        !built.log.contains("InvalidDefaultArgInFrom"),
+        "{}",
+        built.log
+    );
+    assert_eq!(fresh.sh("direct:1", "cat /seen"), "from-layout\n");
+
+    fresh.dockerfile(&format!(
+        "FROM oci-layout://{}:nosuchtag\n",
+        layout.display()
+    ));
+    let failed = fresh.build_err(&[]);
+    assert!(failed.stderr.contains("nosuchtag"), "{}", failed.stderr);
+});

@@ -566,7 +566,10 @@ impl Linter<'_> {
                 args: &defaults,
             };
             let resolved = expand_word(image, escape, &scope).map(|e| e.value);
-            let valid = resolved.as_deref().is_ok_and(valid_image_reference);
+            // forge also takes `FROM oci-layout://DIR[:TAG]`, an image in an OCI layout.
+            let valid = resolved
+                .as_deref()
+                .is_ok_and(|r| r.starts_with("oci-layout://") || valid_image_reference(r));
             if !valid {
                 self.push(
                     "InvalidDefaultArgInFrom",
