@@ -143,6 +143,39 @@ fn push_components(stack: &mut Vec<std::ffi::OsString>, path: &Path) {
     stack.extend(parts.into_iter().rev());
 }
 
+/// The host path and kind of a bind mount's source, resolved inside `source_root` so that
+/// `..` and symlinks cannot leave it. Both backends bind-mount what this returns.
+pub(crate) fn bind_source(
+    sys: &dyn Syscall,
+    source_root: &Path,
+    source: &str,
+) -> Result<(PathBuf, FileKind), ExecError> {
+    let host = source_root.join(resolve_in_root(sys, source_root, source)?);
+    let kind = sys
+        .kind(&host)
+        .map_err(|e| ExecError::fs("inspect", &host, e))?
+        .ok_or_else(|| {
+            ExecError::fs(
+                "bind-mount",
+                &host,
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            )
+        })?;
+    Ok((host, kind))
+}
+
+impl From<FileKind> for TargetKind {
+    /// A mount target takes the kind of what is mounted on it: a directory for a directory,
+    /// a file for anything else.
+    fn from(kind: FileKind) -> Self {
+        if kind == FileKind::Dir {
+            TargetKind::Dir
+        } else {
+            TargetKind::File
+        }
+    }
+}
+
 /// Resolves `target` inside `root` and creates what is missing (parents as 0755 directories,
 /// the last component as `kind`), recording creations in `trace`. `upperdir` (when the root is
 /// an overlay) tells which existing parents get copied up by the creation.
@@ -477,24 +510,8 @@ fn mount_user_mounts(
                 readwrite,
                 ..
             } => {
-                let rel = resolve_in_root(sys, source_root, source)?;
-                let host = source_root.join(rel);
-                let kind = sys
-                    .kind(&host)
-                    .map_err(|e| ExecError::fs("inspect", &host, e))?
-                    .ok_or_else(|| {
-                        ExecError::fs(
-                            "bind-mount",
-                            &host,
-                            std::io::Error::from_raw_os_error(libc::ENOENT),
-                        )
-                    })?;
-                let target_kind = if kind == FileKind::Dir {
-                    TargetKind::Dir
-                } else {
-                    TargetKind::File
-                };
-                let at = ensure_target(sys, &root, upper, &target, target_kind, trace)?;
+                let (host, kind) = bind_source(sys, source_root, source)?;
+                let at = ensure_target(sys, &root, upper, &target, kind.into(), trace)?;
                 if !readwrite {
                     bind(sys, &host, &at, RO_NODEV)?;
                     continue;

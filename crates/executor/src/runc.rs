@@ -16,7 +16,7 @@ use oci_spec::runtime::{
 
 use crate::error::ExecError;
 use crate::mounts::{
-    ensure_target, mount_overlay, resolve_in_root, MountTrace, RunLayout, TargetKind, ETC_FILES,
+    bind_source, ensure_target, mount_overlay, MountTrace, RunLayout, TargetKind, ETC_FILES,
     MASKED_PATHS, READONLY_PATHS,
 };
 use crate::native::BackendResult;
@@ -196,23 +196,8 @@ fn prepare_mounts(
                 readwrite,
                 ..
             } => {
-                let host = source_root.join(resolve_in_root(sys, source_root, source)?);
-                let kind = sys
-                    .kind(&host)
-                    .map_err(|e| ExecError::fs("inspect", &host, e))?
-                    .ok_or_else(|| {
-                        ExecError::fs(
-                            "bind-mount",
-                            &host,
-                            std::io::Error::from_raw_os_error(libc::ENOENT),
-                        )
-                    })?;
-                let target_kind = if kind == FileKind::Dir {
-                    TargetKind::Dir
-                } else {
-                    TargetKind::File
-                };
-                ensure_target(sys, &rootfs, upper, &target, target_kind, &mut trace)?;
+                let (host, kind) = bind_source(sys, source_root, source)?;
+                ensure_target(sys, &rootfs, upper, &target, kind.into(), &mut trace)?;
                 let source = if !readwrite {
                     host
                 } else {
