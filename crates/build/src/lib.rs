@@ -14,6 +14,7 @@ mod progress;
 mod request;
 mod rootfs;
 mod solve;
+mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
