@@ -87,20 +87,7 @@ forgetest!(from_an_oci_layout_context_imports_the_image, |t| {
 
     // A layout skopeo writes from the store (itself an OCI layout).
     let layout = t.scratch().join("layout");
-    let out = Command::new("skopeo")
-        .arg("copy")
-        .arg(format!(
-            "oci:{}/v1/oci:docker.io/library/marked:1",
-            t.root().display()
-        ))
-        .arg(format!("oci:{}:v1", layout.display()))
-        .output()
-        .expect("skopeo is installed (scripts/install-deps)");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skopeo_to_layout(t, "docker.io/library/marked:1", &layout);
     t.dockerfile("FROM base\nRUN cat /marker > /seen\n");
     let flag = format!("base=oci-layout://{}:v1", layout.display());
     t.build_ok(&["--build-context", &flag, "-t", "fromlayout:1"]);
@@ -195,20 +182,7 @@ forgetest!(a_mount_of_a_directory_context_reruns_when_it_changes, |t| {
 // layout into the store and built on.
 forgetest!(from_an_oci_layout_directory_directly, |t| {
     let layout = t.scratch().join("layout");
-    let out = Command::new("skopeo")
-        .arg("copy")
-        .arg(format!(
-            "oci:{}/v1/oci:docker.io/library/busybox:latest",
-            t.root().display()
-        ))
-        .arg(format!("oci:{}:v1", layout.display()))
-        .output()
-        .expect("skopeo is installed (scripts/install-deps)");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    skopeo_to_layout(t, "docker.io/library/busybox:latest", &layout);
     let fresh = TestEnv::new("from_oci_layout_fresh_store");
     fresh.dockerfile(&format!(
         "FROM oci-layout://{}:v1\nRUN echo from-layout > /seen\n",
@@ -229,3 +203,19 @@ forgetest!(from_an_oci_layout_directory_directly, |t| {
     let failed = fresh.build_err(&[]);
     assert!(failed.stderr.contains("nosuchtag"), "{}", failed.stderr);
 });
+
+/// Copies the store's image `name` into an OCI layout at `layout`, tagged `v1`, with skopeo
+/// (an independent writer of layouts; the store is itself a layout skopeo reads).
+fn skopeo_to_layout(t: &TestEnv, name: &str, layout: &std::path::Path) {
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}/v1/oci:{name}", t.root().display()))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .expect("skopeo is installed (scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
