@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    client, make_image, pseudo_random, sha256, Auth, Fault, Proxy, Registry, TestCa, TokenServer,
+    client, make_image, pseudo_random, push_image, sha256, Auth, Fault, Proxy, Registry, TestCa,
+    TokenServer,
 };
 use forge_registry::{
     BlobPush, BlobSink, ClientConfig, Credentials, DockerConfig, OciDir, Platform, PushOptions,
@@ -379,14 +380,7 @@ async fn a_transfer_cut_off_midway_is_resumed_with_a_range_request() {
     let src = OciDir::create(tmp.path().join("src")).unwrap();
     let image = make_image(&src, &[pseudo_random(4 << 20, 13), pseudo_random(1000, 14)]);
     let c = client(tmp.path(), None);
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &reference(&registry.host, "cut/img:1"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    push_image(&c, &src, &image, &registry.host, "cut/img:1").await;
 
     let layer = image.layer_digests[0].clone();
     let proxy = Proxy::start(
@@ -427,14 +421,7 @@ async fn a_registry_that_serves_wrong_bytes_is_rejected_and_nothing_is_committed
     let src = OciDir::create(tmp.path().join("src")).unwrap();
     let image = make_image(&src, &[pseudo_random(500_000, 15), pseudo_random(1000, 16)]);
     let c = client(tmp.path(), None);
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &reference(&registry.host, "bad/img:1"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    push_image(&c, &src, &image, &registry.host, "bad/img:1").await;
     let layer = image.layer_digests[0].clone();
     let proxy = Proxy::start(&registry.host, &format!("/blobs/{layer}"), Fault::Corrupt);
     let dst = OciDir::create(tmp.path().join("dst")).unwrap();
@@ -693,14 +680,7 @@ async fn transient_503_is_retried_and_endless_429_is_reported_after_bounded_atte
     let src = OciDir::create(tmp.path().join("src")).unwrap();
     let image = make_image(&src, &[pseudo_random(1000, 22)]);
     let c = client(tmp.path(), None);
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &reference(&registry.host, "flaky/img:1"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    push_image(&c, &src, &image, &registry.host, "flaky/img:1").await;
 
     let flaky = Proxy::start(
         &registry.host,
@@ -760,14 +740,7 @@ async fn a_pull_that_dies_midway_leaves_nothing_corrupt_and_the_next_pull_resume
     let src = OciDir::create(tmp.path().join("src")).unwrap();
     let image = make_image(&src, &[pseudo_random(4 << 20, 23), pseudo_random(1000, 24)]);
     let c = client(tmp.path(), None);
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &reference(&registry.host, "die/img:1"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    push_image(&c, &src, &image, &registry.host, "die/img:1").await;
     let layer = image.layer_digests[0].clone();
 
     // One blob at a time (config, big layer, small layer) and no retries: the cut ends the pull.

@@ -573,3 +573,23 @@ pub fn client(docker_config: &Path, tls_ca: Option<&Path>) -> forge_registry::Re
     })
     .unwrap()
 }
+
+/// Pushes `image` from `src` to `repo` (`name:tag`) on the registry at `host`, with default
+/// options: the set-up most pull and transfer tests start from.
+pub async fn push_image(
+    c: &forge_registry::RegistryClient,
+    src: &OciDir,
+    image: &TestImage,
+    host: &str,
+    repo: &str,
+) -> forge_registry::PushReport {
+    let target = forge_registry::Reference::parse(&format!("{host}/{repo}")).unwrap();
+    c.push(
+        src,
+        &image.manifest_digest,
+        &target,
+        &forge_registry::PushOptions::default(),
+    )
+    .await
+    .unwrap()
+}
