@@ -13,7 +13,7 @@ use crate::error::BuildError;
 use crate::fetch::{download_all, is_http, parse_checksum, Downloads, FetchFailure};
 use crate::overlay::OverlayMount;
 use crate::progress::Event;
-use crate::rootfs::{mkdir_in_root, resolve_owner};
+use crate::rootfs::mkdir_in_root;
 
 use crate::solve::{Solver, State};
 
@@ -469,7 +469,8 @@ impl Solver<'_> {
                 &self.scratch_dir("mkdir"),
             )?;
             let (uid, gid) = match user {
-                Some(u) if !u.is_empty() => resolve_owner(merged.path(), u)?,
+                Some(u) if !u.is_empty() => forge_executor::resolve_owner(u, merged.path())
+                    .map_err(|source| self.fileop_error(op, source))?,
                 _ => (0, 0),
             };
             mkdir_in_root(merged.path(), Path::new(path), mode, uid, gid)?;

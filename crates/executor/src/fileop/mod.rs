@@ -244,6 +244,13 @@ fn copy_trees(
     Ok(copier.report)
 }
 
+/// The numeric owner of a `user[:group]` spec (names or ids), looked up in the tree's
+/// /etc/passwd and /etc/group with BuildKit's rules (a lone uid is also the gid): what
+/// `--chown` and WORKDIR's directories get.
+pub fn resolve_owner(spec: &str, root: &Path) -> Result<(u32, u32), FileOpError> {
+    resolve_chown(spec, root).map(|o| (o.uid, o.gid))
+}
+
 /// The files a COPY reads, for cache keys: every source expanded against `src_root`, with
 /// top-level symlinks followed as the copy follows them and `--exclude` applied to the
 /// matches themselves, as paths relative to `src_root` ("." for the root). A directory stands
