@@ -191,72 +191,13 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
             .with_context(|| format!("opening the store at {}", globals.root.display()))?,
     );
 
-    let mut stdin_used = false;
-    // A tar context on stdin is unpacked here and removed when the build ends.
-    let mut stdin_context: Option<StdinContext> = None;
-    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
-        stdin_used = true;
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading the build context from stdin")?;
-        if is_archive(&bytes) {
-            let dir = store
-                .staging_dir()
-                .join(format!("stdin-context-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let guard = StdinContext(dir.clone());
-            forge_export::apply_layer(&bytes[..], &dir, &forge_export::UnpackOptions::default())
-                .context("unpacking the build context tar from stdin")?;
-            let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
-            let path = dir.join(name.trim_start_matches('/'));
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {name} from the context tar on stdin"))?;
-            stdin_context = Some(guard);
-            let dir = dir
-                .canonicalize()
-                .with_context(|| format!("build context {}", dir.display()))?;
-            (Some(dir), text, name)
-        } else {
-            let text = String::from_utf8(bytes)
-                .context("the Dockerfile on stdin is not UTF-8 (nor a tar of a context)")?;
-            (None, text, "Dockerfile".to_owned())
-        }
-    } else {
-        let dir = PathBuf::from(&args.context);
-        if !dir.is_dir() {
-            bail!("build context {}: not a directory", dir.display());
-        }
-        // Absolute and free of symlinks: file operations resolve sources inside it.
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("build context {}", dir.display()))?;
-        let (text, name) = match args.file.as_deref() {
-            Some("-") => {
-                stdin_used = true;
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .context("reading the Dockerfile from stdin")?;
-                (text, "Dockerfile".to_owned())
-            }
-            Some(path) => (
-                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-                path.to_owned(),
-            ),
-            None => {
-                let path = dir.join("Dockerfile");
-                (
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                    path.display().to_string(),
-                )
-            }
-        };
-        (Some(dir), text, name)
-    };
-    let _ = stdin_used;
+    // A tar context on stdin is unpacked for the build and removed when `stdin_guard` drops.
+    let Inputs {
+        context,
+        dockerfile,
+        dockerfile_name,
+        stdin_guard,
+    } = read_inputs(&args, &store)?;
 
     let mut build_args = BTreeMap::new();
     for arg in &args.build_args {
@@ -397,7 +338,7 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         progress.as_ref() as &dyn Progress,
     );
     progress.finish();
-    drop(stdin_context);
+    drop(stdin_guard);
     let output = match result {
         Ok(o) => o,
         Err(e) => {
@@ -467,4 +408,85 @@ impl Drop for StdinContext {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The build context and the Dockerfile: a directory and its Dockerfile (or `-f FILE|-`), a
+/// Dockerfile on stdin with no context, or a context tar on stdin, unpacked into the store's
+/// staging space and removed when the returned guard drops.
+fn read_inputs(args: &BuildArgs, store: &Store) -> anyhow::Result<Inputs> {
+    let mut stdin_context: Option<StdinContext> = None;
+    let (context, dockerfile, dockerfile_name) = if args.context == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the build context from stdin")?;
+        if is_archive(&bytes) {
+            let dir = store
+                .staging_dir()
+                .join(format!("stdin-context-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let guard = StdinContext(dir.clone());
+            forge_export::apply_layer(&bytes[..], &dir, &forge_export::UnpackOptions::default())
+                .context("unpacking the build context tar from stdin")?;
+            let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
+            let path = dir.join(name.trim_start_matches('/'));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {name} from the context tar on stdin"))?;
+            stdin_context = Some(guard);
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("build context {}", dir.display()))?;
+            (Some(dir), text, name)
+        } else {
+            let text = String::from_utf8(bytes)
+                .context("the Dockerfile on stdin is not UTF-8 (nor a tar of a context)")?;
+            (None, text, "Dockerfile".to_owned())
+        }
+    } else {
+        let dir = PathBuf::from(&args.context);
+        if !dir.is_dir() {
+            bail!("build context {}: not a directory", dir.display());
+        }
+        // Absolute and free of symlinks: file operations resolve sources inside it.
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("build context {}", dir.display()))?;
+        let (text, name) = match args.file.as_deref() {
+            Some("-") => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading the Dockerfile from stdin")?;
+                (text, "Dockerfile".to_owned())
+            }
+            Some(path) => (
+                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+                path.to_owned(),
+            ),
+            None => {
+                let path = dir.join("Dockerfile");
+                (
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    path.display().to_string(),
+                )
+            }
+        };
+        (Some(dir), text, name)
+    };
+    Ok(Inputs {
+        context,
+        dockerfile,
+        dockerfile_name,
+        stdin_guard: stdin_context,
+    })
+}
+
+/// What [`read_inputs`] found.
+struct Inputs {
+    context: Option<PathBuf>,
+    dockerfile: String,
+    dockerfile_name: String,
+    stdin_guard: Option<StdinContext>,
 }
