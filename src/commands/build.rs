@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use forge_build::{BuildRequest, ContextSource, Event, Progress};
@@ -271,6 +273,8 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
                 .and_then(|v| v.parse().ok())
         });
 
+    // Raised by Ctrl-C or SIGTERM (see `Interrupts`), and by the build at its first failure.
+    let cancel = Arc::new(AtomicBool::new(false));
     let req = BuildRequest {
         dockerfile,
         dockerfile_name,
@@ -288,7 +292,10 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         allow_insecure,
         labels,
         tags,
-        sandbox: sandbox_config(&store, &args.runtime)?,
+        sandbox: SandboxConfig {
+            cancel: Some(cancel.clone()),
+            ..sandbox_config(&store, &args.runtime)?
+        },
         limits,
         jobs: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -330,6 +337,8 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     let fetcher = crate::fetch::HttpFetcher {
         tls_ca: args.registry.tls_ca.clone(),
     };
+    // Installed only now: until here the default action (forge ends at once) loses nothing.
+    let interrupts = Interrupts::install(&cancel)?;
     let result = forge_build::build(
         &req,
         &store,
@@ -342,6 +351,11 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
     let output = match result {
         Ok(o) => o,
         Err(e) => {
+            // Whatever error the interrupted build unwound with, the user stopped it.
+            if let Some(signal) = interrupts.caught() {
+                eprintln!("forge: build cancelled");
+                return Ok(ExitCode::from(128 + signal));
+            }
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
@@ -373,6 +387,45 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         println!("{}", output.image_id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C and SIGTERM during a build, as the shell expects them: the first raises the build's
+/// cancel flag, so the build kills its running steps, starts no more, undoes its mounts and
+/// returns, and forge exits with 128 + the signal; a second one ends forge at once with that
+/// status (its mounts vanish with its private mount namespace anyway).
+struct Interrupts {
+    /// The signal that arrived (0 while none did).
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupts {
+    fn install(cancel: &Arc<AtomicBool>) -> anyhow::Result<Interrupts> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let signal = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicBool::new(false));
+        for sig in [SIGINT, SIGTERM] {
+            // The handlers only store to atomics (async-signal-safe) and run in the order they
+            // are registered: the shutdown checks `seen` before this signal sets it, so only a
+            // second signal exits (with `_exit`, also async-signal-safe).
+            let registered =
+                signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone())
+                    .and_then(|_| signal_hook::flag::register(sig, seen.clone()))
+                    .and_then(|_| {
+                        signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+                    })
+                    .and_then(|_| signal_hook::flag::register(sig, cancel.clone()));
+            registered.with_context(|| format!("installing the handler of signal {sig}"))?;
+        }
+        Ok(Interrupts { signal })
+    }
+
+    /// The signal that interrupted the build, if one did.
+    fn caught(&self) -> Option<u8> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => None,
+            sig => u8::try_from(sig).ok(),
+        }
+    }
 }
 
 pub(crate) fn human_size(bytes: u64) -> String {

@@ -129,7 +129,8 @@ pub enum BuildError {
         #[source]
         source: serde_json::Error,
     },
-    /// The build was cancelled because another step failed.
+    /// The build was stopped through its cancel flag (Ctrl-C) before it finished; also what a
+    /// step stopped that way reports in progress.
     #[error("cancelled")]
     Cancelled,
     /// The build context is unusable.

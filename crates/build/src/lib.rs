@@ -12,6 +12,7 @@ mod memory;
 mod overlay;
 mod progress;
 mod request;
+mod reuse;
 mod rootfs;
 mod solve;
 mod steps;
@@ -47,6 +48,11 @@ impl PathFilter for IgnoreFilter<'_> {
 }
 
 /// Builds the image `req` describes: parse, plan, solve, export, tag.
+///
+/// `req.sandbox.cancel`, when given, is the build's cancel flag: the caller sets it (on
+/// Ctrl-C) to stop the build, which then starts no more steps, kills the running ones (their
+/// progress ends in `Failed` with "cancelled"), undoes its mounts and returns
+/// [`BuildError::Cancelled`]. The build raises the same flag itself at its first failure.
 pub fn build(
     req: &BuildRequest,
     store: &Store,
@@ -176,11 +182,20 @@ pub fn build(
         memory,
         ignore_patterns: opts.dockerignore.clone(),
         remote: fetch::Remote::new(fetcher),
-        in_flight: solve::InFlight::default(),
+        in_flight: solve::InFlight::new(req.sandbox.cancel.clone()),
     };
     let solved = solver.run();
     solver.memory.save();
     let (states, tally) = solved?;
+    // Cancelled after the last step: no image is written.
+    if req
+        .sandbox
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        return Err(BuildError::Cancelled);
+    }
     let stage = plan.target_stage();
     assemble::assemble(store, req, stage, &states[stage.result], tally, progress)
 }

@@ -43,7 +43,8 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// Names to tag the result with (already normalised, e.g. `docker.io/library/app:1.0`).
     pub tags: Vec<String>,
-    /// How and where RUN steps run.
+    /// How and where RUN steps run. Its `cancel` flag, when given, cancels the whole build
+    /// (see [`crate::build`]).
     pub sandbox: SandboxConfig,
     /// cgroup limits for every RUN step.
     pub limits: ResourceLimits,

@@ -1,10 +1,12 @@
 //! The scheduler: solves the planner's graph with a few worker threads. Each op's cache key
 //! is computed from its definition digest, its inputs' keys and the content it reads; a hit
 //! reuses the recorded snapshot, a miss runs the op (RUN in the sandbox, COPY/ADD/WORKDIR as
-//! file operations on an overlay, see `steps`) and records the result. The first failure stops
-//! the scheduling of new ops and cancels running RUN steps; mounts are undone on every path.
+//! file operations on an overlay, see `steps`) and records the result. The first failure, or
+//! the caller's cancel flag (Ctrl-C), stops the scheduling of new ops and cancels running RUN
+//! steps; mounts are undone on every path.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -64,8 +66,12 @@ pub(crate) struct Solver<'a> {
 pub(crate) struct InFlight {
     keys: Mutex<BTreeSet<CacheKey>>,
     released: Condvar,
-    /// Set at the first failure: running sandboxes are killed.
-    pub(crate) cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Set at the first failure, or by the caller (Ctrl-C): running sandboxes are killed and
+    /// no op starts.
+    pub(crate) cancel: Arc<AtomicBool>,
+    /// Whether a step failed (and so raised `cancel`); otherwise a raised `cancel` came from
+    /// the caller, and the steps it stops are reported as cancelled rather than failed.
+    step_failed: AtomicBool,
 }
 
 struct Claim<'a> {
@@ -74,6 +80,23 @@ struct Claim<'a> {
 }
 
 impl InFlight {
+    /// Watches `cancel`, the caller's flag when it gave one.
+    pub(crate) fn new(cancel: Option<Arc<AtomicBool>>) -> Self {
+        InFlight {
+            cancel: cancel.unwrap_or_default(),
+            ..InFlight::default()
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Whether the caller cancelled the build (no step failed first).
+    fn cancelled_by_caller(&self) -> bool {
+        self.cancelled() && !self.step_failed.load(Ordering::SeqCst)
+    }
+
     fn claim(&self, key: CacheKey) -> Claim<'_> {
         let mut keys = lock(&self.keys);
         while keys.contains(&key) {
@@ -150,7 +173,8 @@ impl Solver<'_> {
             let (id, inputs) = {
                 let mut s = lock(schedule);
                 loop {
-                    if s.failed.is_some() || s.finished == total {
+                    // A raised flag stops the scheduling even when no step failed (Ctrl-C).
+                    if s.failed.is_some() || s.finished == total || self.in_flight.cancelled() {
                         wake.notify_all();
                         return;
                     }
@@ -188,11 +212,16 @@ impl Solver<'_> {
                 }
                 Err(err) => {
                     if s.failed.is_none() {
-                        s.failed = Some(err);
-                        // Running RUN steps stop now; nothing new starts.
-                        self.in_flight
-                            .cancel
-                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        if self.in_flight.cancelled_by_caller() {
+                            // Whatever this step died of (killed, or the helper lost to the
+                            // terminal's SIGINT), the caller stopped the build.
+                            s.failed = Some(BuildError::Cancelled);
+                        } else {
+                            s.failed = Some(err);
+                            // Running RUN steps stop now; nothing new starts.
+                            self.in_flight.step_failed.store(true, Ordering::SeqCst);
+                            self.in_flight.cancel.store(true, Ordering::SeqCst);
+                        }
                     }
                 }
             }
@@ -484,6 +513,12 @@ impl Solver<'_> {
     }
 
     fn fail(&self, op: &Op, start: Instant, err: BuildError) -> BuildError {
+        // A step the caller stopped shows as cancelled, not as failed with its kill's error.
+        let err = if self.in_flight.cancelled_by_caller() {
+            BuildError::Cancelled
+        } else {
+            err
+        };
         self.progress.event(Event::Failed {
             step: op.id,
             elapsed: start.elapsed(),

@@ -55,10 +55,15 @@ pub(crate) fn run_native(
         etc_files,
     };
     let finished = Arc::new(AtomicBool::new(false));
-    let watcher = config
-        .cancel
-        .clone()
-        .map(|cancel| watch_cancel(cancel, finished.clone(), child.id()));
+    let watcher = config.cancel.clone().map(|cancel| {
+        // The helper is not reaped before `finished` is set, so its pid cannot have been
+        // reused; pid 1 of the step's namespace dies with it (PDEATHSIG).
+        let helper = nix::unistd::Pid::from_raw(child.id() as i32);
+        watch_cancel(cancel, finished.clone(), move || {
+            let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+            true
+        })
+    });
     let result = drive(&mut child, ours, &request, cgroup, output);
     finished.store(true, Ordering::SeqCst);
     let cancelled = watcher.is_some_and(|w| w.join().unwrap_or(false));
@@ -144,23 +149,26 @@ fn interpret(
     }
 }
 
-/// Kills the helper (pid 1 of the step's namespace dies with it, PDEATHSIG) once `cancel` is
-/// set, unless the step finished first. The helper is not reaped before `finished` is set,
-/// so its pid cannot have been reused. Returns whether it killed.
-fn watch_cancel(
+/// Watches a step's cancel flag on its own thread until the step is `finished`: once `cancel`
+/// is set, calls `stop` every 20 ms until it reports success (a runc container may not exist
+/// yet when the flag is set) or the step finishes. Joining the handle says whether the step was
+/// cancelled. Shared by both backends, so they stop steps the same way.
+pub(crate) fn watch_cancel(
     cancel: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
-    helper: u32,
+    mut stop: impl FnMut() -> bool + Send + 'static,
 ) -> std::thread::JoinHandle<bool> {
     std::thread::spawn(move || {
+        let mut cancelled = false;
         while !finished.load(Ordering::SeqCst) {
             if cancel.load(Ordering::SeqCst) {
-                let pid = nix::unistd::Pid::from_raw(helper as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                return true;
+                cancelled = true;
+                if stop() {
+                    break;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        cancelled
     })
 }

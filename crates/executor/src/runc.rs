@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use nix::mount::MntFlags;
 use oci_spec::runtime::{
@@ -19,7 +21,7 @@ use crate::mounts::{
     bind_source, ensure_target, mount_overlay, MountTrace, RunLayout, TargetKind, ETC_FILES,
     MASKED_PATHS, READONLY_PATHS,
 };
-use crate::native::BackendResult;
+use crate::native::{watch_cancel, BackendResult};
 use crate::output::pump;
 use crate::process::{create_workdir, nofile_limit, ALL_CAPS, CAP_NAMES, DEFAULT_CAPS};
 use crate::spec::{ExitKind, MountSpec, SandboxConfig, SandboxSpec, SecurityMode, Stream};
@@ -81,6 +83,16 @@ pub(crate) fn run_runc(
         })?;
 
     let state = config.state_dir.join("runc-state");
+    let cancel = config.cancel.clone();
+    if cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+        return Err(ExecError::Cancelled);
+    }
+    // Declared after `host_mounts`, so the container is gone before its rootfs is unmounted.
+    let container = Container {
+        binary: binary.to_owned(),
+        root: state.clone(),
+        name: name.to_owned(),
+    };
     let mut child = Command::new(binary)
         .arg("--root")
         .arg(&state)
@@ -96,14 +108,29 @@ pub(crate) fn run_runc(
             exe: binary.to_owned(),
             err,
         })?;
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = cancel.map(|cancel| {
+        let (binary, root, name) = (binary.to_owned(), state.clone(), name.to_owned());
+        // `runc kill` fails until `runc run` has created the container; the watcher retries.
+        watch_cancel(cancel, finished.clone(), move || {
+            runc_command(&binary, &root, &["kill", &name, "KILL"])
+        })
+    });
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let tail = pump(stdout, stderr, output);
-    let status = child.wait().map_err(|err| ExecError::SpawnHelper {
+    let status = child.wait();
+    finished.store(true, Ordering::SeqCst);
+    let cancelled = watcher.is_some_and(|w| w.join().unwrap_or(false));
+    let status = status.map_err(|err| ExecError::SpawnHelper {
         exe: binary.to_owned(),
         err,
     })?;
+    drop(container);
     drop(host_mounts);
+    if cancelled {
+        return Err(ExecError::Cancelled);
+    }
     let exit = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
@@ -113,6 +140,38 @@ pub(crate) fn run_runc(
         (None, None) => ExitKind::Code(-1),
     };
     Ok(BackendResult { trace, exit, tail })
+}
+
+/// `runc --root ROOT ARGS...` with its output discarded; whether it succeeded.
+fn runc_command(binary: &Path, root: &Path, args: &[&str]) -> bool {
+    Command::new(binary)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A container `runc run` may have left in runc's state directory: `runc run` deletes its
+/// container when the process exits, but not when it is itself killed or fails half-way, so
+/// this forces the deletion on every path (a killed, cancelled or failed step alike).
+struct Container {
+    binary: PathBuf,
+    root: PathBuf,
+    name: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // runc keeps a directory per container under its root; none means nothing to delete
+        // (the common case, which then costs no extra runc process).
+        if self.root.join(&self.name).exists() {
+            runc_command(&self.binary, &self.root, &["delete", "--force", &self.name]);
+        }
+    }
 }
 
 /// The mounts of config.json, with their targets created in the rootfs as the native backend

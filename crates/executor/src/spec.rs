@@ -24,8 +24,8 @@ pub struct SandboxConfig {
     /// Which backend runs the step.
     pub runtime: Runtime,
     /// Set to `true` to stop a running step: the native backend kills its helper, and with it
-    /// the step's whole pid namespace, and [`crate::run`] returns [`crate::ExecError::Cancelled`].
-    /// (runc steps are not cancelled; they run to their end.)
+    /// the step's whole pid namespace; the runc backend runs `runc kill NAME KILL` (and
+    /// `runc delete --force`). [`crate::run`] then returns [`crate::ExecError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
