@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use forge_cache::{CacheKey, CacheMount, SnapshotId, SnapshotMeta};
-use forge_executor::{ChmodSpec, CopySource, CopySpec, MountSpec as SandboxMount, SandboxSpec};
+use forge_executor::{
+    ChmodSpec, CopyOptions, CopyReport, CopySource, CopySpec, MountSpec as SandboxMount,
+    SandboxSpec, Staged,
+};
 use forge_parser::{CacheSharing, MountType, NetworkMode, SecurityMode};
 use forge_planner::{FileAction, FileOp, Op, OpKind, RunOp, SourceRef};
 
@@ -13,6 +16,7 @@ use crate::error::BuildError;
 use crate::fetch::{download_all, is_http, parse_checksum, Downloads, FetchFailure};
 use crate::overlay::OverlayMount;
 use crate::progress::Event;
+use crate::reuse::{self, CopyReuse};
 use crate::rootfs::mkdir_in_root;
 
 use crate::solve::{Solver, State};
@@ -415,16 +419,34 @@ impl Solver<'_> {
             (_, None) => self.context_dir(op)?,
         };
         let draft = self.store.prepare_snapshot()?;
-        let copy_all = |target: &Path| -> Result<(), forge_executor::FileOpError> {
+        // A copy from a context tree can hardlink what the last run of this COPY copied.
+        let family = reuse::family_key(self.key_builder(op, inputs).finish());
+        let tree = match (&file.from, no_local) {
+            (_, true) => None,
+            (SourceRef::Context, _) => self.tree.as_ref(),
+            (SourceRef::Named { name }, _) => self.named_trees.get(name),
+            _ => None,
+        }
+        .filter(|t| t.root() == src_root);
+        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t));
+        let opts = CopyOptions {
+            cancel: Some(&self.in_flight.cancel),
+            reuse: reuse.as_ref().map(|r| r as &dyn forge_executor::Reuse),
+        };
+        let copy_all = |target: &Path| -> Result<Staged, forge_executor::FileOpError> {
+            if remote.is_none() {
+                return forge_executor::copy_or_defer(&spec, &src_root, target, &opts);
+            }
+            let mut report = CopyReport::default();
             if !no_local {
-                forge_executor::copy(&spec, &src_root, target)?;
+                report = forge_executor::copy(&spec, &src_root, target)?;
             }
             if let Some((remote_spec, downloads)) = &remote {
                 forge_executor::copy(remote_spec, &downloads.dir, target)?;
             }
-            Ok(())
+            Ok(Staged::Done(report))
         };
-        let result = if file.link {
+        let staged = if file.link {
             copy_all(&draft.fs_dir())
         } else {
             let lowers = self.chain_dirs(base.top.as_ref())?;
@@ -438,6 +460,11 @@ impl Solver<'_> {
             drop(merged);
             r
         };
+        // A deferred copy writes into the upperdir itself, now that no overlay is mounted on it.
+        let result = staged.and_then(|staged| match staged {
+            Staged::Done(report) => Ok(report),
+            Staged::Deferred(deferred) => deferred.finish(&draft.fs_dir(), &opts),
+        });
         result.map_err(|source| self.fileop_error(op, source))?;
         drop(_view);
         drop(downloads);
@@ -446,7 +473,11 @@ impl Solver<'_> {
             description: op.name.clone(),
             ..SnapshotMeta::default()
         };
-        Ok(self.store.commit_snapshot(draft, meta)?)
+        let snapshot = self.store.commit_snapshot(draft, meta)?;
+        if let Some(reuse) = reuse {
+            reuse.save(self.store, &family, &snapshot, &op.name)?;
+        }
+        Ok(snapshot)
     }
 
     pub(crate) fn mkdir_step(

@@ -20,8 +20,8 @@ mod user;
 
 pub use error::ExecError;
 pub use fileop::{
-    copy, list_source_files, resolve_owner, resolve_sources, ChmodSpec, CopyReport, CopySource,
-    CopySpec, FileOpError,
+    copy, copy_or_defer, list_source_files, resolve_owner, resolve_sources, ChmodSpec, CopyOptions,
+    CopyReport, CopySource, CopySpec, DeferredCopy, FileOpError, Reuse, Staged,
 };
 pub use init::{sandbox_init_main, SANDBOX_INIT_ARG};
 pub use sandbox::run;

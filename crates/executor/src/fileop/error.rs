@@ -84,6 +84,9 @@ pub enum FileOpError {
         #[source]
         source: io::Error,
     },
+    /// The caller's cancel flag was set while the copy ran.
+    #[error("{instruction} cancelled")]
+    Cancelled { instruction: &'static str },
     /// Writing one entry of an archive given to ADD failed.
     #[error("ADD: archive {}: entry {entry:?}: {op}: {source}", archive.display())]
     ArchiveEntry {

@@ -15,8 +15,9 @@ mod scoped;
 mod sources;
 mod tree;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 pub use error::FileOpError;
 pub use mode::ChmodSpec;
@@ -95,6 +96,8 @@ pub struct CopyReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// Unchanged files hardlinked from an earlier copy instead of written.
+    pub reused: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Archives extracted by ADD.
@@ -118,16 +121,113 @@ enum Item<'a> {
     },
 }
 
+/// What a caller may add to a copy beyond the instruction itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyOptions<'a> {
+    /// Checked between entries: once set, the copy stops with [`FileOpError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+    /// Files an earlier copy made that may be hardlinked instead of copied again (used by
+    /// [`DeferredCopy::finish`], which writes to a plain directory where links can be made).
+    pub reuse: Option<&'a dyn Reuse>,
+}
+
+/// Where unchanged files of an earlier copy can be found.
+///
+/// The copier asks before writing each regular file. An answer is only a candidate: it is
+/// linked when it is a regular file whose size, mtime, permission bits and owner are exactly
+/// what the copy would give the new file, and its metadata is never touched afterwards (the
+/// inode is shared with the earlier snapshot). The implementation vouches for the rest: same
+/// content and xattrs.
+pub trait Reuse: Sync + std::fmt::Debug {
+    /// An existing file identical to what copying `src` to `target` would write; `target` is
+    /// relative to the directory the deferred copy writes into.
+    fn identical(&self, src: &Path, target: &Path) -> Option<std::path::PathBuf>;
+    /// Told of every regular file the copy wrote or linked, so the next copy can reuse it.
+    fn wrote(&self, src: &Path, target: &Path);
+}
+
+/// The outcome of [`copy_or_defer`].
+#[derive(Debug)]
+pub enum Staged {
+    /// Everything was copied through `dest_root`.
+    Done(CopyReport),
+    /// The copy's target directory was made (or copied up) through `dest_root`; its contents
+    /// are still to be written with [`DeferredCopy::finish`].
+    Deferred(Box<DeferredCopy>),
+}
+
+/// A COPY of one directory into a directory that was new or empty in the merged rootfs. Its
+/// contents cannot merge with anything in the lower layers, so they can be written straight
+/// into the overlay's upper directory once the overlay is unmounted: no overlayfs on the
+/// write path, and unchanged files can be hardlinked from an earlier snapshot.
+#[derive(Debug)]
+pub struct DeferredCopy {
+    spec: CopySpec,
+    src_root: std::path::PathBuf,
+    src: std::path::PathBuf,
+    /// The target directory, relative to the merged rootfs (and so to the upperdir).
+    target: std::path::PathBuf,
+    chown: Option<owner::Owner>,
+    report: CopyReport,
+}
+
+impl DeferredCopy {
+    /// The target directory, relative to the root the copy was staged in.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Writes the directory's contents below `upper` (the unmounted overlay's upperdir, where
+    /// [`copy_or_defer`] left the target directory).
+    pub fn finish(self, upper: &Path, opts: &CopyOptions<'_>) -> Result<CopyReport, FileOpError> {
+        let excludes = PatternSet::new(&self.spec.exclude)?;
+        let ignore = PatternSet::new(&self.spec.ignore)?;
+        let mut copier = Copier::new(
+            self.chown,
+            self.spec.keep_source_owner,
+            self.spec.chmod.as_ref(),
+            &excludes,
+        )
+        .with_ignore(&ignore, &self.src_root)
+        .with_options(opts, Some(upper), instruction(&self.spec));
+        copier.report = self.report;
+        let target = upper.join(&self.target);
+        copier
+            .copy(&self.src, "", &target, false)
+            .map_err(|e| e.inside_rootfs(upper))?;
+        Ok(copier.report)
+    }
+}
+
 /// Carries out `spec`, reading from `src_root` and writing below `dest_root`.
 pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyReport, FileOpError> {
-    copy_trees(spec, src_root, dest_root).map_err(|e| e.inside_rootfs(dest_root))
+    match copy_trees(spec, src_root, dest_root, &CopyOptions::default(), false)
+        .map_err(|e| e.inside_rootfs(dest_root))?
+    {
+        Staged::Done(report) => Ok(report),
+        Staged::Deferred(_) => unreachable!("copy_trees defers only when asked"),
+    }
+}
+
+/// Like [`copy`], but a COPY of a single directory into a new or empty directory is only
+/// prepared: the caller unmounts the overlay at `dest_root` and calls
+/// [`DeferredCopy::finish`] with its upperdir.
+pub fn copy_or_defer(
+    spec: &CopySpec,
+    src_root: &Path,
+    dest_root: &Path,
+    opts: &CopyOptions<'_>,
+) -> Result<Staged, FileOpError> {
+    copy_trees(spec, src_root, dest_root, opts, true).map_err(|e| e.inside_rootfs(dest_root))
 }
 
 fn copy_trees(
     spec: &CopySpec,
     src_root: &Path,
     dest_root: &Path,
-) -> Result<CopyReport, FileOpError> {
+    opts: &CopyOptions<'_>,
+    may_defer: bool,
+) -> Result<Staged, FileOpError> {
     let instruction = instruction(spec);
     let excludes = PatternSet::new(&spec.exclude)?;
     let chown = spec
@@ -160,13 +260,15 @@ fn copy_trees(
     }
 
     let ignore = PatternSet::new(&spec.ignore)?;
+    let single = items.len() == 1;
     let mut copier = Copier::new(
         chown,
         spec.keep_source_owner,
         spec.chmod.as_ref(),
         &excludes,
     )
-    .with_ignore(&ignore, src_root);
+    .with_ignore(&ignore, src_root)
+    .with_options(opts, None, instruction);
     // fsutil's Copy first creates the destination (dir form) or its parent.
     let ensure = if dest_dir_form {
         dest_abs.clone()
@@ -220,13 +322,29 @@ fn copy_trees(
                 } else if let Some(parent) = target.parent() {
                     copier.mkdir_all(parent)?;
                 }
-                copier.copy(&matched.host, "", &target, false)?;
                 // A directory the copy creates takes --chmod too (fsutil#228, BuildKit 0.14).
                 if let (true, Some(chmod)) = (created, spec.chmod.as_ref()) {
                     let mode = chmod.apply(0o755, true);
                     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                         .map_err(error::io_err("chmod", &target))?;
                 }
+                let empty_dir =
+                    || std::fs::read_dir(&target).is_ok_and(|mut entries| entries.next().is_none());
+                if may_defer && single && is_dir && (created || empty_dir()) {
+                    if !created {
+                        copy_up(&target)?;
+                    }
+                    let rel = target.strip_prefix(dest_root).unwrap_or(&target);
+                    return Ok(Staged::Deferred(Box::new(DeferredCopy {
+                        spec: spec.clone(),
+                        src_root: src_root.to_path_buf(),
+                        src: matched.host,
+                        target: rel.to_path_buf(),
+                        chown,
+                        report: copier.report,
+                    })));
+                }
+                copier.copy(&matched.host, "", &target, false)?;
             }
             Item::Inline { name, content } => {
                 let target = if dest_host.is_dir() {
@@ -241,7 +359,15 @@ fn copy_trees(
             }
         }
     }
-    Ok(copier.report)
+    Ok(Staged::Done(copier.report))
+}
+
+/// Makes overlayfs copy an existing directory up into the upperdir, unchanged: a chown to its
+/// own owner is a metadata change as far as the overlay is concerned.
+fn copy_up(dir: &Path) -> Result<(), FileOpError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(error::io_err("lstat", dir))?;
+    std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))
+        .map_err(error::io_err("chown", dir))
 }
 
 /// The numeric owner of a `user[:group]` spec (names or ids), looked up in the tree's

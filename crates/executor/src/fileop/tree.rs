@@ -10,6 +10,7 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -18,7 +19,7 @@ use super::error::{io_err, FileOpError};
 use super::mode::ChmodSpec;
 use super::owner::Owner;
 use super::pattern::PatternSet;
-use super::CopyReport;
+use super::{CopyOptions, CopyReport, Reuse};
 
 /// Xattrs that describe the overlay itself; copying them into an upperdir would corrupt it.
 const SKIPPED_XATTR_PREFIX: &str = "trusted.overlay.";
@@ -33,6 +34,10 @@ pub(crate) struct Copier<'a> {
     /// `.dockerignore` and the root its patterns are relative to.
     ignore: Option<(&'a PatternSet, &'a Path)>,
     inodes: HashMap<(u64, u64), PathBuf>,
+    cancel: Option<&'a AtomicBool>,
+    /// Earlier files to link, and the root that targets are relative to for it.
+    reuse: Option<(&'a dyn Reuse, &'a Path)>,
+    instruction: &'static str,
     pub(crate) report: CopyReport,
 }
 
@@ -50,8 +55,41 @@ impl<'a> Copier<'a> {
             excludes,
             ignore: None,
             inodes: HashMap::new(),
+            cancel: None,
+            reuse: None,
+            instruction: "COPY",
             report: CopyReport::default(),
         }
+    }
+
+    /// Takes the caller's cancel flag, and its reuse source when the copy writes into `root`
+    /// directly (links cannot be made through an overlay mount).
+    pub(crate) fn with_options(
+        mut self,
+        opts: &CopyOptions<'a>,
+        root: Option<&'a Path>,
+        instruction: &'static str,
+    ) -> Self {
+        self.cancel = opts.cancel;
+        self.reuse = opts.reuse.zip(root);
+        self.instruction = instruction;
+        self
+    }
+
+    /// An earlier file to hardlink in place of copying `src` to `target`: one the reuse
+    /// source vouches for, with exactly the size, mtime, mode and owner the copy would give.
+    fn reusable(&self, src: &Path, meta: &Metadata, target: &Path) -> Option<PathBuf> {
+        let (reuse, root) = self.reuse?;
+        let old = reuse.identical(src, target.strip_prefix(root).ok()?)?;
+        let m = fs::symlink_metadata(&old).ok()?;
+        let owner = self.owner_for(meta);
+        let same = m.is_file()
+            && m.len() == meta.len()
+            && m.mtime() == meta.mtime()
+            && m.mtime_nsec() == meta.mtime_nsec()
+            && m.mode() & 0o7777 == self.mode_for(meta)
+            && (m.uid(), m.gid()) == (owner.uid, owner.gid);
+        same.then_some(old)
     }
 
     /// Treats what `ignore` matches (relative to `root`) as absent from the source.
@@ -145,6 +183,24 @@ impl<'a> Copier<'a> {
         target: &Path,
         overwrite_meta: bool,
     ) -> Result<(), FileOpError> {
+        self.copy_entry(src, rel, target, overwrite_meta, false)
+    }
+
+    /// [`Copier::copy`]; `fresh` says `target`'s directory was created by this copy just now,
+    /// so nothing can be in the way.
+    fn copy_entry(
+        &mut self,
+        src: &Path,
+        rel: &str,
+        target: &Path,
+        overwrite_meta: bool,
+        fresh: bool,
+    ) -> Result<(), FileOpError> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(FileOpError::Cancelled {
+                instruction: self.instruction,
+            });
+        }
         let meta = fs::symlink_metadata(src).map_err(io_err("lstat", src))?;
         let ft = meta.file_type();
         if !rel.is_empty() && self.is_excluded(rel, ft.is_dir()) {
@@ -153,7 +209,7 @@ impl<'a> Copier<'a> {
         if self.is_ignored(src, ft.is_dir()) {
             return Ok(());
         }
-        if !ft.is_dir() {
+        if !ft.is_dir() && !fresh {
             ensure_empty_file_target(target)?;
         }
         let mut copy_info = true;
@@ -174,7 +230,13 @@ impl<'a> Copier<'a> {
                 } else {
                     format!("{rel}/{}", name.to_string_lossy())
                 };
-                self.copy(&src.join(&name), &child_rel, &target.join(&name), true)?;
+                self.copy_entry(
+                    &src.join(&name),
+                    &child_rel,
+                    &target.join(&name),
+                    true,
+                    created,
+                )?;
             }
             if !overwrite_meta {
                 copy_info = created;
@@ -190,10 +252,25 @@ impl<'a> Copier<'a> {
             if linked {
                 self.report.hardlinks += 1;
             } else {
-                self.report.bytes += copy_file(src, target)?;
-                self.report.files += 1;
+                let reused = self
+                    .reusable(src, &meta, target)
+                    .is_some_and(|old| fs::hard_link(old, target).is_ok());
+                if reused {
+                    // The inode belongs to an earlier snapshot too: its metadata is already
+                    // right and must not be touched.
+                    copy_info = false;
+                    self.report.reused += 1;
+                } else {
+                    self.report.bytes += copy_file(src, target)?;
+                    self.report.files += 1;
+                }
                 if meta.nlink() > 1 {
                     self.inodes.insert(key, target.to_path_buf());
+                }
+                if let Some((reuse, root)) = self.reuse {
+                    if let Ok(rel) = target.strip_prefix(root) {
+                        reuse.wrote(src, rel);
+                    }
                 }
             }
         } else if ft.is_symlink() {
