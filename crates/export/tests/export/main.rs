@@ -4,5 +4,6 @@ mod determinism;
 mod image;
 mod roundtrip;
 mod safety;
+mod store;
 mod tools;
 mod tree;
