@@ -7,6 +7,7 @@ mod harness;
 
 mod add_url;
 mod build;
+mod cancel;
 mod config;
 mod copy;
 mod images;

@@ -1,0 +1,285 @@
+//! Cancelling a build: Ctrl-C (SIGINT) or SIGTERM stops `forge build` cleanly on both backends
+//! (running steps killed, no container or mount left, exit 130/143), and the first failing
+//! step stops the others with its own error.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::forgetest;
+use crate::harness::{forge_exe, TestEnv};
+
+/// Only a guard against a hung forge, never a speed assertion: a cancelled build that has
+/// not exited by then is stuck.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+/// How long a step may take to start before the test gives up.
+const START_GUARD: Duration = Duration::from_secs(60);
+
+/// A `forge build --progress plain` running in the background, its stderr read line by line.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: String,
+}
+
+impl Background {
+    fn start(t: &TestEnv, args: &[&str]) -> Background {
+        let mut child = Command::new(forge_exe())
+            .env("FORGE_ROOT", t.root())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .current_dir(t.ctx())
+            .args(["build", "--progress", "plain"])
+            .args(args)
+            .arg(t.ctx())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning forge build");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Background {
+            child,
+            lines,
+            log: String::new(),
+        }
+    }
+
+    /// Reads progress until a line contains `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + START_GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push_str(&line);
+                    self.log.push('\n');
+                    if line.contains(needle) {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("forge never printed {needle:?}:\n{}", self.log);
+                }
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits for forge to exit (killing it and failing past `guard`); its exit status and the
+    /// whole of its stderr.
+    fn finish(mut self, what: &str, guard: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + guard;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "forge build was still running {guard:?} after {what}:\n{}",
+                    self.log
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader ends when the pipe closes, which forge's exit did.
+        for line in self.lines.iter() {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        (status.code(), self.log)
+    }
+}
+
+/// Processes whose command line holds `sleep <seconds>` (the step's shell or its sleep).
+fn sleepers(seconds: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&format!("sleep {seconds}")) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// Mount points under `dir` in this (the host's) mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The state directory forge gives runc in this store.
+fn runc_root(t: &TestEnv) -> std::path::PathBuf {
+    t.root().join("v1/tmp/sandbox/runc-state")
+}
+
+/// Containers `runc list` knows under forge's runc root.
+fn runc_containers(t: &TestEnv) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(runc_root(t))
+        .args(["list", "--quiet"])
+        .output()
+        .expect("running runc list");
+    assert!(
+        out.status.success(),
+        "runc list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Per-run bundle directories runc steps left in the store's sandbox directory (one stays
+/// when something was still mounted under it as the step ended).
+fn runc_bundles(t: &TestEnv) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(t.root().join("v1/tmp/sandbox")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("forge-"))
+        .collect()
+}
+
+/// Builds a Dockerfile whose RUN sleeps `seconds` (unless `--build-arg NAP=0`), sends
+/// `signal` once the step has started and checks the build unwound completely; then builds
+/// again with the same store.
+fn cancel_running_step(t: &TestEnv, runtime: &str, seconds: &str, signal: &str, status: i32) {
+    // The marker is computed by the shell, so the step's own name line does not contain it.
+    t.dockerfile(&format!(
+        "FROM busybox\n\
+         ARG NAP={seconds}\n\
+         RUN echo started-$((1000 + 1)) && sleep $NAP && echo woke-$((3000 + 3))\n"
+    ));
+    let mut build = Background::start(t, &["--runtime", runtime]);
+    build.wait_for("started-1001");
+    build.signal(signal);
+    let (code, log) = build.finish(signal, HANG_GUARD);
+    assert_eq!(code, Some(status), "exit status after {signal}:\n{log}");
+    assert!(
+        log.lines().any(|l| l == "forge: build cancelled"),
+        "no one-line cancel message:\n{log}"
+    );
+    assert!(
+        log.contains("ERROR: cancelled"),
+        "the running step is not shown as cancelled:\n{log}"
+    );
+    assert!(
+        !log.contains("woke-3003"),
+        "the step ran to its end:\n{log}"
+    );
+    let left = sleepers(seconds);
+    assert!(left.is_empty(), "the step's processes survive: {left:?}");
+    let mounts = mounts_under(t.root());
+    assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
+    if runtime == "runc" {
+        let containers = runc_containers(t);
+        assert!(
+            containers.is_empty(),
+            "runc containers left: {containers:?}"
+        );
+        let bundles = runc_bundles(t);
+        assert!(bundles.is_empty(), "runc bundles left: {bundles:?}");
+    }
+    let again = t.build_ok(&["--runtime", runtime, "--build-arg", "NAP=0"]);
+    assert!(again.log.contains("woke-3003"), "{}", again.log);
+}
+
+// Ctrl-C kills the running native step and its namespace; forge exits 130.
+forgetest!(ctrl_c_cancels_a_native_build, |t| {
+    cancel_running_step(t, "native", "3601", "INT", 130);
+});
+
+// Ctrl-C under runc: `runc kill` stops the container and no container state stays behind.
+forgetest!(ctrl_c_cancels_a_runc_build, |t| {
+    cancel_running_step(t, "runc", "3602", "INT", 130);
+});
+
+// SIGTERM (what `kill` and service managers send) cancels the same way, with status 143.
+forgetest!(sigterm_cancels_a_build, |t| {
+    cancel_running_step(t, "native", "3603", "TERM", 143);
+});
+
+// A failing stage stops a runc step of another stage; the build reports the failure itself,
+// not a cancellation. The failing step waits (through a shared cache mount) until the slow
+// one has started, so there is always a running container to stop.
+forgetest!(a_failing_stage_stops_a_runc_step, |t| {
+    t.dockerfile(
+        "FROM busybox AS slow\n\
+         RUN --mount=type=cache,id=flag,target=/flag \\\n\
+             echo started-$((2000 + 2)) && touch /flag/up && sleep 3604 && echo woke-$((3000 + 3))\n\
+         FROM busybox AS bad\n\
+         RUN --mount=type=cache,id=flag,target=/flag \\\n\
+             until [ -e /flag/up ]; do sleep 0.1; done; false\n\
+         FROM busybox\n\
+         COPY --from=slow /etc/passwd /a\n\
+         COPY --from=bad /etc/passwd /b\n",
+    );
+    let build = Background::start(t, &["--runtime", "runc"]);
+    let (code, log) = build.finish("the failing step", START_GUARD + HANG_GUARD);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("exit code 1"),
+        "not the failing step's error:\n{log}"
+    );
+    assert!(
+        !log.contains("forge: build cancelled"),
+        "a failure is not a cancellation:\n{log}"
+    );
+    assert!(
+        log.contains("started-2002"),
+        "the slow runc step never started, so nothing was stopped:\n{log}"
+    );
+    assert!(
+        log.contains("cancelled: another step failed"),
+        "the slow step was not cancelled:\n{log}"
+    );
+    assert!(!log.contains("woke-3003"), "{log}");
+    let left = sleepers("3604");
+    assert!(
+        left.is_empty(),
+        "the runc step's processes survive: {left:?}"
+    );
+    let containers = runc_containers(t);
+    assert!(
+        containers.is_empty(),
+        "runc containers left: {containers:?}"
+    );
+});
