@@ -340,3 +340,53 @@ forgetest!(copy_link_with_workdir_and_numeric_chown, |t| {
     let run = t.build_err(&[]);
     assert!(run.stderr.contains("\"app\""), "{}", run.stderr);
 });
+
+forgetest!(
+    a_rerun_copy_links_unchanged_files_and_builds_what_a_fresh_copy_builds,
+    |t| {
+        for i in 0..40 {
+            t.write(&format!("src/d{}/f{i}.txt", i % 4), &format!("file {i}\n"));
+        }
+        t.dockerfile(
+            "FROM busybox:latest\n\
+         WORKDIR /app\n\
+         COPY src/ ./\n\
+         RUN cat d0/f0.txt d1/f1.txt > /joined\n",
+        );
+        let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+        t.build_ok(&epoch);
+        t.write("src/d0/f0.txt", "changed\n");
+        let mut args = epoch.to_vec();
+        args.extend(["-t", "incremental:1"]);
+        let incremental = t.build_ok(&args);
+        assert!(!incremental.step("COPY src/").cached, "{}", incremental.log);
+
+        // The rerun COPY shares the unchanged files' inodes with the first one, not the changed one.
+        let copies = |rel: &str| -> Vec<u64> {
+            let snapshots = t.root().join("v1/snapshots");
+            let mut inodes: Vec<u64> = std::fs::read_dir(&snapshots)
+                .unwrap()
+                .filter_map(|e| std::fs::metadata(e.unwrap().path().join("fs/app").join(rel)).ok())
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .collect();
+            inodes.sort();
+            inodes
+        };
+        let unchanged = copies("d1/f1.txt");
+        assert_eq!(unchanged.len(), 2, "two COPY snapshots hold d1/f1.txt");
+        assert_eq!(
+            unchanged[0], unchanged[1],
+            "d1/f1.txt was linked, not copied"
+        );
+        let changed = copies("d0/f0.txt");
+        assert_eq!(changed.len(), 2);
+        assert_ne!(changed[0], changed[1], "the changed file was copied afresh");
+        assert_eq!(t.sh("incremental:1", "cat /joined"), "changed\nfile 1\n");
+
+        // Built from scratch, the same input gives the same image, byte for byte.
+        let mut args = epoch.to_vec();
+        args.extend(["--no-cache", "-t", "fresh:1"]);
+        let fresh = t.build_ok(&args);
+        assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
+    }
+);

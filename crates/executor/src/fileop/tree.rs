@@ -267,10 +267,10 @@ impl<'a> Copier<'a> {
                 if meta.nlink() > 1 {
                     self.inodes.insert(key, target.to_path_buf());
                 }
-                if let Some((reuse, root)) = self.reuse {
-                    if let Ok(rel) = target.strip_prefix(root) {
-                        reuse.wrote(src, rel);
-                    }
+            }
+            if let Some((reuse, root)) = self.reuse {
+                if let Ok(rel) = target.strip_prefix(root) {
+                    reuse.wrote(src, rel);
                 }
             }
         } else if ft.is_symlink() {

@@ -11,6 +11,8 @@ use forge_executor::{
     copy, list_source_files, resolve_sources, ChmodSpec, CopySource, CopySpec, FileOpError,
 };
 
+mod deferred;
+
 /// A build context (`src`) and a target rootfs (`dest`) in one temp dir, so "outside the
 /// root" is a place the test can look at.
 struct Trees {
