@@ -1,14 +1,20 @@
 //! Layer throughput: write a ~200 MB tree of a few thousand files as a layer (uncompressed, gzip,
-//! zstd) and unpack each blob again. Prints a table; MB/s are of the uncompressed tar.
+//! zstd) and unpack each blob again; then export a 280 MB tree of 20,000 files of 14 KB (what
+//! `COPY data /data` of scripts/bench-build makes) as an uncompressed layer into a store, the way
+//! `forge build` does, staged, fsynced and renamed. Prints tables; MB/s are of the uncompressed tar.
 //!
-//!     cargo bench -p forge-export --bench layer
+//!     cargo bench -p forge-export --bench layer            # everything
+//!     cargo bench -p forge-export --bench layer -- store   # only the store export
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 use std::time::Instant;
 
-use forge_export::{unpack_layer, write_layer, Compression, LayerOptions, UnpackOptions};
+use forge_cache::Store;
+use forge_export::{
+    unpack_layer, write_layer, Compression, LayerInfo, LayerOptions, UnpackOptions,
+};
 
 /// xorshift64: reproducible content without a dependency.
 struct Rng(u64);
@@ -81,8 +87,86 @@ fn cpu_seconds() -> f64 {
     secs(usage.user_time()) + secs(usage.system_time())
 }
 
+/// 20,000 files of 14,000 bytes in 40 directories of 500, as scripts/bench-build's big context.
+fn generate_wide(root: &Path) -> (u64, usize) {
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let block: Vec<u8> = (0..1 << 16).map(|_| rng.next() as u8).collect();
+    let (size, files) = (14_000usize, 20_000usize);
+    for i in 0..files {
+        let dir = root.join(format!("data/d{:03}", i / 500));
+        if i % 500 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let off = (i * 7919) % (block.len() - size);
+        fs::write(dir.join(format!("f{i:05}.bin")), &block[off..off + size]).unwrap();
+    }
+    ((size * files) as u64, files)
+}
+
+/// Exports the wide tree into a store `runs` times and prints one row per way of doing it.
+fn store_export(tmp: &Path) {
+    let tree = tmp.join("wide");
+    let (bytes, files) = generate_wide(&tree);
+    println!(
+        "\nstore export: {files} files, {:.0} MB of content, uncompressed, blob staged + fsynced + renamed\n",
+        bytes as f64 / 1e6
+    );
+    println!("| path | tar MB | wall s (median of 5) | min s | CPU s | MB/s (tar, wall) |");
+    println!("|---|---|---|---|---|---|");
+    let opts = LayerOptions {
+        compression: Compression::Uncompressed,
+        level: None,
+        source_date_epoch: None,
+    };
+    type Export = fn(&Store, &Path, &LayerOptions) -> LayerInfo;
+    let ways: Vec<(&str, Export)> = store_ways();
+    for (label, export) in ways {
+        let mut walls = Vec::new();
+        let mut cpus = Vec::new();
+        let mut tar_mb = 0.0;
+        for _ in 0..5 {
+            // A fresh store each time, so the blob is really written (not found present).
+            let root = tmp.join("store");
+            let store = Store::open(&root).unwrap();
+            let (start, cpu) = (Instant::now(), cpu_seconds());
+            let info = export(&store, &tree, &opts);
+            walls.push(start.elapsed().as_secs_f64());
+            cpus.push(cpu_seconds() - cpu);
+            tar_mb = info.uncompressed_size as f64 / 1e6;
+            drop(store);
+            fs::remove_dir_all(&root).unwrap();
+        }
+        walls.sort_by(f64::total_cmp);
+        cpus.sort_by(f64::total_cmp);
+        let median = walls[walls.len() / 2];
+        println!(
+            "| {label} | {tar_mb:.0} | {median:.3} | {:.3} | {:.2} | {:.0} |",
+            walls[0],
+            cpus[cpus.len() / 2],
+            tar_mb / median
+        );
+    }
+}
+
+/// `write_layer` into a `BlobWriter`, committed against the digest it reported (forge build's
+/// way before `write_layer_to_store`): the tar is hashed by both.
+fn via_blob_writer(store: &Store, tree: &Path, opts: &LayerOptions) -> LayerInfo {
+    let mut writer = store.blob_writer().unwrap();
+    let info = write_layer(tree, &mut writer, opts).unwrap();
+    writer.commit(Some(&info.digest)).unwrap();
+    info
+}
+
+fn store_ways() -> Vec<(&'static str, fn(&Store, &Path, &LayerOptions) -> LayerInfo)> {
+    vec![("write_layer into blob_writer", via_blob_writer)]
+}
+
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
+    if std::env::args().skip(1).any(|a| a == "store") {
+        store_export(tmp.path());
+        return;
+    }
     let tree = tmp.path().join("tree");
     let (bytes, files) = generate(&tree);
     println!(
@@ -132,4 +216,6 @@ fn main() {
         fs::remove_dir_all(&dest).unwrap();
         fs::remove_file(&blob).unwrap();
     }
+    fs::remove_dir_all(&tree).unwrap();
+    store_export(tmp.path());
 }
