@@ -465,7 +465,18 @@ impl Solver<'_> {
             Staged::Done(report) => Ok(report),
             Staged::Deferred(deferred) => deferred.finish(&draft.fs_dir(), &opts),
         });
-        result.map_err(|source| self.fileop_error(op, source))?;
+        let report = result.map_err(|source| self.fileop_error(op, source))?;
+        if report.reused > 0 {
+            let note = format!(
+                "{} unchanged files linked from the last run of this step, {} copied\n",
+                report.reused, report.files
+            );
+            self.progress.event(Event::Output {
+                step: op.id,
+                stream: forge_executor::Stream::Stdout,
+                data: note.as_bytes(),
+            });
+        }
         drop(_view);
         drop(downloads);
         let meta = SnapshotMeta {
