@@ -1,5 +1,7 @@
 //! `forge run`: an image's process in the sandbox, in the foreground; forge exits with the
-//! process's status (125 when forge itself fails, 126 and 127 as Docker uses them).
+//! process's status (125 when forge itself fails, 126 and 127 as Docker uses them). Signals
+//! forge receives meanwhile (Ctrl-C, SIGTERM, ...) go to the container's process, as
+//! `docker run` proxies them.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -93,6 +95,7 @@ fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
         hostname: args.hostname,
     };
     let sandbox = sandbox_config(&store, &args.runtime)?;
+    forward_signals()?;
     let exit = run_image(
         &store,
         &name,
@@ -108,4 +111,34 @@ fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
     )?;
     let _ = std::io::stdout().flush();
     Ok(exit.status())
+}
+
+/// The signals `docker run` passes on to its container (all but the ones a process cannot or
+/// should not get from a terminal's user: KILL, STOP, CHLD, WINCH, URG, PIPE).
+const FORWARDED: [i32; 6] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+    signal_hook::consts::SIGUSR1,
+    signal_hook::consts::SIGUSR2,
+];
+
+/// From now on forge does not die of these signals: a thread passes each to the container's
+/// process, and forge ends when the container does, with its status.
+fn forward_signals() -> anyhow::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new(FORWARDED).context("installing the signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            // A signal that comes while the container is still starting waits for it a while.
+            for _ in 0..100 {
+                if forge_run::forward_signal(signal) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    });
+    Ok(())
 }

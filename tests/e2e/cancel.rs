@@ -1,6 +1,7 @@
 //! Cancelling a build: Ctrl-C (SIGINT) or SIGTERM stops `forge build` cleanly on both backends
 //! (running steps killed, no container or mount left, exit 130/143), and the first failing
-//! step stops the others with its own error.
+//! step stops the others with its own error. `forge run` passes the signals it gets to the
+//! container's process instead, as `docker run` does.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,7 +18,7 @@ const HANG_GUARD: Duration = Duration::from_secs(20);
 /// How long a step may take to start before the test gives up.
 const START_GUARD: Duration = Duration::from_secs(60);
 
-/// A `forge build --progress plain` running in the background, its stderr read line by line.
+/// A `forge` command running in the background, its stdout and stderr read line by line.
 struct Background {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -25,29 +26,40 @@ struct Background {
 }
 
 impl Background {
+    /// `forge build --progress plain ARGS CONTEXT`.
+    fn build(t: &TestEnv, args: &[&str]) -> Background {
+        let ctx = t.ctx().display().to_string();
+        let mut all = vec!["build", "--progress", "plain"];
+        all.extend_from_slice(args);
+        all.push(&ctx);
+        Background::start(t, &all)
+    }
+
     fn start(t: &TestEnv, args: &[&str]) -> Background {
         let mut child = Command::new(forge_exe())
             .env("FORGE_ROOT", t.root())
             .env_remove("SOURCE_DATE_EPOCH")
             .current_dir(t.ctx())
-            .args(["build", "--progress", "plain"])
             .args(args)
-            .arg(t.ctx())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning forge build");
-        let stderr = child.stderr.take().unwrap();
+            .expect("spawning forge");
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for pipe in [stdout, stderr] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Background {
             child,
             lines,
@@ -102,7 +114,7 @@ impl Background {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        // The reader ends when the pipe closes, which forge's exit did.
+        // The readers end when the pipes close, which forge's exit did.
         for line in self.lines.iter() {
             self.log.push_str(&line);
             self.log.push('\n');
@@ -188,7 +200,7 @@ fn cancel_running_step(t: &TestEnv, runtime: &str, seconds: &str, signal: &str, 
          ARG NAP={seconds}\n\
          RUN echo started-$((1000 + 1)) && sleep $NAP && echo woke-$((3000 + 3))\n"
     ));
-    let mut build = Background::start(t, &["--runtime", runtime]);
+    let mut build = Background::build(t, &["--runtime", runtime]);
     build.wait_for("started-1001");
     build.signal(signal);
     let (code, log) = build.finish(signal, HANG_GUARD);
@@ -252,7 +264,7 @@ forgetest!(a_failing_stage_stops_a_runc_step, |t| {
          COPY --from=slow /etc/passwd /a\n\
          COPY --from=bad /etc/passwd /b\n",
     );
-    let build = Background::start(t, &["--runtime", "runc"]);
+    let build = Background::build(t, &["--runtime", "runc"]);
     let (code, log) = build.finish("the failing step", START_GUARD + HANG_GUARD);
     assert_eq!(code, Some(1), "{log}");
     assert!(
@@ -281,5 +293,68 @@ forgetest!(a_failing_stage_stops_a_runc_step, |t| {
     assert!(
         containers.is_empty(),
         "runc containers left: {containers:?}"
+    );
+});
+
+/// Runs a container whose shell traps SIGINT and SIGTERM, sends `signal` to forge once the
+/// container is up, and checks the container's trap ran and decided forge's exit status.
+fn forward_to_container(t: &TestEnv, runtime: &str, signal: &str, said: &str, status: i32) {
+    let script = "trap 'echo got-int; exit 7' INT; trap 'echo got-term; exit 9' TERM; \
+                  echo ready-$((4000 + 4)); while :; do sleep 0.1; done";
+    let mut run = Background::start(
+        t,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    run.wait_for("ready-4004");
+    run.signal(signal);
+    let (code, log) = run.finish(signal, HANG_GUARD);
+    assert!(
+        log.lines().any(|l| l == said),
+        "the container's trap did not run:\n{log}"
+    );
+    assert_eq!(code, Some(status), "not the container's status:\n{log}");
+}
+
+// `forge run` forwards Ctrl-C to the container's process (native): its trap decides.
+forgetest!(forge_run_forwards_ctrl_c_native, |t| {
+    forward_to_container(t, "native", "INT", "got-int", 7);
+});
+
+// The same through runc, and SIGTERM likewise.
+forgetest!(forge_run_forwards_signals_runc, |t| {
+    forward_to_container(t, "runc", "INT", "got-int", 7);
+    forward_to_container(t, "runc", "TERM", "got-term", 9);
+});
+
+// A process that does not trap SIGINT dies of it, and forge exits 130 like a shell would.
+forgetest!(forge_run_ctrl_c_ends_an_untrapping_process, |t| {
+    let mut run = Background::start(
+        t,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo up-$((5000 + 5)); exec sleep 3605",
+        ],
+    );
+    run.wait_for("up-5005");
+    run.signal("INT");
+    let (code, log) = run.finish("INT", HANG_GUARD);
+    assert_eq!(code, Some(130), "{log}");
+    let left = sleepers("3605");
+    assert!(
+        left.is_empty(),
+        "the container's process survives: {left:?}"
     );
 });

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +40,10 @@ pub(crate) fn run_native(
     };
     let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
     let mut command = Command::new(&config.helper_exe);
+    // A process group of its own: a terminal's Ctrl-C reaches forge alone, which decides what
+    // it means (a build cancels, `forge run` passes it to the container's process).
     command
+        .process_group(0)
         .arg(SANDBOX_INIT_ARG)
         .env_clear()
         .stdin(Stdio::from(OwnedFd::from(theirs)))

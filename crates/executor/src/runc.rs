@@ -3,6 +3,7 @@
 //! host itself, creates the mount points with the same code as the native backend so both
 //! leave the same layer, and lets runc do namespaces, /proc, /dev, masking and capabilities.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,7 +94,10 @@ pub(crate) fn run_runc(
         root: state.clone(),
         name: name.to_owned(),
     };
+    // A process group of its own, as the native helper has: a terminal's Ctrl-C reaches forge
+    // alone (`runc run` would pass it to the container a second time).
     let mut child = Command::new(binary)
+        .process_group(0)
         .arg("--root")
         .arg(&state)
         .arg("run")

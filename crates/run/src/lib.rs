@@ -1,6 +1,9 @@
 //! forge-run: containers from images. `forge run` (first form) runs an image's process in the
 //! sandbox in the foreground, with the image's Entrypoint, Cmd, Env, WorkingDir and User as
-//! Docker combines them, and exits with the process's status.
+//! Docker combines them, and exits with the process's status; the signals forge receives meanwhile
+//! go to that process ([`forward_signal`]).
+
+mod signals;
 
 use std::path::PathBuf;
 
@@ -9,6 +12,8 @@ use forge_cache::Store;
 use forge_executor::{ExecError, ExitKind, NetworkMode, SandboxConfig, SandboxSpec, Stream};
 use forge_planner::Platform;
 use oci_spec::image::Descriptor;
+
+pub use signals::forward_signal;
 
 /// A failure of forge itself (Docker's exit status 125), as opposed to the container's.
 #[derive(Debug, thiserror::Error)]
