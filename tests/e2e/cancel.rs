@@ -358,3 +358,37 @@ forgetest!(forge_run_ctrl_c_ends_an_untrapping_process, |t| {
         "the container's process survives: {left:?}"
     );
 });
+
+// A second Ctrl-C ends forge at once even when the first cannot unwind the build: here an
+// `ADD <url>` download from a server that never answers holds the only step.
+forgetest!(a_second_ctrl_c_exits_at_once, |t| {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    let (connected, accepted) = mpsc::channel();
+    // Detached: holds every connection open, unanswered, until the test process exits.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = connected.send(());
+        }
+    });
+    t.dockerfile(&format!("FROM busybox\nADD http://{addr}/stall /stall\n"));
+    let mut build = Background::build(t, &[]);
+    if accepted.recv_timeout(START_GUARD).is_err() {
+        let _ = build.child.kill();
+        panic!("forge never requested the URL");
+    }
+    build.signal("INT");
+    // The precondition of this test: the first signal alone does not end the stuck build.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        build.child.try_wait().unwrap().is_none(),
+        "forge ended on the first SIGINT; the stuck download did not hold it"
+    );
+    build.signal("INT");
+    let (code, log) = build.finish("a second SIGINT", HANG_GUARD);
+    assert_eq!(code, Some(130), "{log}");
+    let mounts = mounts_under(t.root());
+    assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
+});
