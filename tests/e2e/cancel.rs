@@ -392,3 +392,25 @@ forgetest!(a_second_ctrl_c_exits_at_once, |t| {
     let mounts = mounts_under(t.root());
     assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
 });
+
+// A cancelled step is not remembered as built: the next build's miss said "its cache record
+// was pruned" for a record that never existed.
+forgetest!(a_cancelled_step_is_not_remembered, |t| {
+    t.dockerfile("FROM busybox\nRUN echo started-$((6000 + 6)) && sleep 3606\n");
+    for attempt in 0..2 {
+        let mut build = Background::build(t, &[]);
+        build.wait_for("started-6006");
+        build.signal("INT");
+        let (code, log) = build.finish("INT", HANG_GUARD);
+        assert_eq!(code, Some(130), "{log}");
+        let step = crate::harness::parse_steps(&log)
+            .into_iter()
+            .find(|s| s.name.contains("RUN echo"))
+            .unwrap_or_else(|| panic!("no RUN step:\n{log}"));
+        assert_eq!(
+            step.miss.as_deref(),
+            Some("no earlier build of this step"),
+            "attempt {attempt}:\n{log}"
+        );
+    }
+});

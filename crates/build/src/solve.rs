@@ -443,9 +443,12 @@ impl Solver<'_> {
             step: op.id,
             reason: &reason,
         });
-        self.memory.observe(op, ingredients);
         match exec(key) {
             Ok(snapshot) => {
+                // Only a step that finished is remembered: after a failed or cancelled run the
+                // next build explains its miss against the last one that produced a result
+                // (not "its cache record was pruned").
+                self.memory.observe(op, ingredients);
                 self.store.put_record(
                     &key,
                     &CacheRecord {
