@@ -59,6 +59,9 @@ pub(crate) fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> 
 }
 
 fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
+    // The runc backend mounts the container's rootfs in forge's own namespace: private, so
+    // those mounts vanish with forge however it ends, as `forge build`'s do.
+    forge_build::isolate_mounts().context("forge run needs root (mount namespaces)")?;
     let store = Store::open(&globals.root)?;
     let name = canonical_name(&args.image)
         .with_context(|| format!("invalid image name {:?}", args.image))?;

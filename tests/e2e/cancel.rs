@@ -4,7 +4,7 @@
 //! container's process instead, as `docker run` does.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -88,6 +88,10 @@ impl Background {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args(["-s", name, &self.child.id().to_string()])
@@ -119,7 +123,17 @@ impl Background {
             self.log.push_str(&line);
             self.log.push('\n');
         }
-        (status.code(), self.log)
+        (status.code(), std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Background {
+    /// A test that failed half-way leaves no forge running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -152,16 +166,27 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The state directory forge gives runc in this store.
-fn runc_root(t: &TestEnv) -> std::path::PathBuf {
-    t.root().join("v1/tmp/sandbox/runc-state")
+/// The state directories forge gives runc in this store: one per forge process, under its
+/// staging directory (`v1/tmp/s-<id>/sandbox/runc-state`).
+fn runc_roots(t: &TestEnv) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(t.root().join("v1/tmp")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().join("sandbox/runc-state"))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
-/// Containers `runc list` knows under forge's runc root.
-fn runc_containers(t: &TestEnv) -> Vec<String> {
+/// Containers `runc list` knows under `root` (none when the directory is gone).
+fn runc_containers(root: &Path) -> Vec<String> {
+    if !root.exists() {
+        return Vec::new();
+    }
     let out = Command::new("runc")
         .arg("--root")
-        .arg(runc_root(t))
+        .arg(root)
         .args(["list", "--quiet"])
         .output()
         .expect("running runc list");
@@ -177,17 +202,41 @@ fn runc_containers(t: &TestEnv) -> Vec<String> {
         .collect()
 }
 
-/// Per-run bundle directories runc steps left in the store's sandbox directory (one stays
-/// when something was still mounted under it as the step ended).
-fn runc_bundles(t: &TestEnv) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(t.root().join("v1/tmp/sandbox")) else {
+/// Staging directories left in the store: forge removes its own when it unwinds, unless
+/// something is still mounted or running in it.
+fn staging_dirs(t: &TestEnv) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(t.root().join("v1/tmp")) else {
         return Vec::new();
     };
     entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("forge-"))
+        .filter(|n| n.starts_with("s-"))
         .collect()
+}
+
+/// cgroups of steps or containers forge process `pid` made (named `forge-<pid>-...`), in the
+/// unified hierarchy or any v1 controller.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("forge-{pid}-");
+    let mut found = Vec::new();
+    let mut dirs = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                found.push(e.path());
+            } else if depth < 2 {
+                dirs.push((e.path(), depth + 1));
+            }
+        }
+    }
+    found
 }
 
 /// Builds a Dockerfile whose RUN sleeps `seconds` (unless `--build-arg NAP=0`), sends
@@ -200,8 +249,20 @@ fn cancel_running_step(t: &TestEnv, runtime: &str, seconds: &str, signal: &str, 
          ARG NAP={seconds}\n\
          RUN echo started-$((1000 + 1)) && sleep $NAP && echo woke-$((3000 + 3))\n"
     ));
-    let mut build = Background::build(t, &["--runtime", runtime]);
+    // A limit gives every step a cgroup of its own (the native backend makes none without).
+    let mut build = Background::build(t, &["--runtime", runtime, "--pids-limit", "1000"]);
     build.wait_for("started-1001");
+    let pid = build.pid();
+    // What the after-checks look at must exist now, or they would prove nothing.
+    assert!(
+        !cgroups_of(pid).is_empty(),
+        "the running step has no cgroup named forge-{pid}-*"
+    );
+    let roots = runc_roots(t);
+    if runtime == "runc" {
+        let running: Vec<String> = roots.iter().flat_map(|r| runc_containers(r)).collect();
+        assert_eq!(running.len(), 1, "runc lists no running step: {roots:?}");
+    }
     build.signal(signal);
     let (code, log) = build.finish(signal, HANG_GUARD);
     assert_eq!(code, Some(status), "exit status after {signal}:\n{log}");
@@ -221,15 +282,17 @@ fn cancel_running_step(t: &TestEnv, runtime: &str, seconds: &str, signal: &str, 
     assert!(left.is_empty(), "the step's processes survive: {left:?}");
     let mounts = mounts_under(t.root());
     assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
-    if runtime == "runc" {
-        let containers = runc_containers(t);
+    for root in &roots {
+        let containers = runc_containers(root);
         assert!(
             containers.is_empty(),
             "runc containers left: {containers:?}"
         );
-        let bundles = runc_bundles(t);
-        assert!(bundles.is_empty(), "runc bundles left: {bundles:?}");
     }
+    let cgroups = cgroups_of(pid);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let staging = staging_dirs(t);
+    assert!(staging.is_empty(), "staging directories left: {staging:?}");
     let again = t.build_ok(&["--runtime", runtime, "--build-arg", "NAP=0"]);
     assert!(again.log.contains("woke-3003"), "{}", again.log);
 }
@@ -265,6 +328,7 @@ forgetest!(a_failing_stage_stops_a_runc_step, |t| {
          COPY --from=bad /etc/passwd /b\n",
     );
     let build = Background::build(t, &["--runtime", "runc"]);
+    let pid = build.pid();
     let (code, log) = build.finish("the failing step", START_GUARD + HANG_GUARD);
     assert_eq!(code, Some(1), "{log}");
     assert!(
@@ -289,11 +353,13 @@ forgetest!(a_failing_stage_stops_a_runc_step, |t| {
         left.is_empty(),
         "the runc step's processes survive: {left:?}"
     );
-    let containers = runc_containers(t);
+    let cgroups = cgroups_of(pid);
     assert!(
-        containers.is_empty(),
-        "runc containers left: {containers:?}"
+        cgroups.is_empty(),
+        "the runc step's cgroups are left: {cgroups:?}"
     );
+    let staging = staging_dirs(t);
+    assert!(staging.is_empty(), "staging directories left: {staging:?}");
 });
 
 /// Runs a container whose shell traps SIGINT and SIGTERM, sends `signal` to forge once the
@@ -315,6 +381,11 @@ fn forward_to_container(t: &TestEnv, runtime: &str, signal: &str, said: &str, st
         ],
     );
     run.wait_for("ready-4004");
+    let mounts = mounts_under(t.root());
+    assert!(
+        mounts.is_empty(),
+        "forge run's mounts are on the host, where a killed forge would leave them: {mounts:?}"
+    );
     run.signal(signal);
     let (code, log) = run.finish(signal, HANG_GUARD);
     assert!(
