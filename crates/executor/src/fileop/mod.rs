@@ -107,6 +107,20 @@ pub struct CopyReport {
     pub xattrs_skipped: u64,
 }
 
+impl CopyReport {
+    fn add(&mut self, other: &CopyReport) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.symlinks += other.symlinks;
+        self.hardlinks += other.hardlinks;
+        self.reused += other.reused;
+        self.bytes += other.bytes;
+        self.archives += other.archives;
+        self.xattrs += other.xattrs;
+        self.xattrs_skipped += other.xattrs_skipped;
+    }
+}
+
 /// One thing to copy after wildcard expansion.
 #[derive(Debug)]
 enum Item<'a> {
@@ -192,8 +206,10 @@ impl DeferredCopy {
         .with_options(opts, Some(upper), instruction(&self.spec));
         copier.report = self.report;
         let target = upper.join(&self.target);
+        // Plain directories on the same filesystem: the entries can be written in parallel.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         copier
-            .copy(&self.src, "", &target, false)
+            .copy_contents_parallel(&self.src, &target, threads)
             .map_err(|e| e.inside_rootfs(upper))?;
         Ok(copier.report)
     }

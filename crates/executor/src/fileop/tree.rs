@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -24,6 +25,9 @@ use super::{CopyOptions, CopyReport, Reuse};
 /// Xattrs that describe the overlay itself; copying them into an upperdir would corrupt it.
 const SKIPPED_XATTR_PREFIX: &str = "trusted.overlay.";
 
+/// (dev, ino) -> (first copy, whether it is an earlier snapshot's inode).
+type FirstCopies = HashMap<(u64, u64), (PathBuf, bool)>;
+
 /// Copies trees with one COPY's owner, mode and exclusion settings.
 #[derive(Debug)]
 pub(crate) struct Copier<'a> {
@@ -33,7 +37,9 @@ pub(crate) struct Copier<'a> {
     excludes: &'a PatternSet,
     /// `.dockerignore` and the root its patterns are relative to.
     ignore: Option<(&'a PatternSet, &'a Path)>,
-    inodes: HashMap<(u64, u64), PathBuf>,
+    /// (dev, ino) of multiply-linked sources -> their first copy, and whether that is an
+    /// earlier snapshot's inode (whose metadata is never set). Shared by parallel copiers.
+    inodes: Arc<Mutex<FirstCopies>>,
     cancel: Option<&'a AtomicBool>,
     /// Earlier files to link, and the root that targets are relative to for it.
     reuse: Option<(&'a dyn Reuse, &'a Path)>,
@@ -54,7 +60,7 @@ impl<'a> Copier<'a> {
             chmod,
             excludes,
             ignore: None,
-            inodes: HashMap::new(),
+            inodes: Arc::default(),
             cancel: None,
             reuse: None,
             instruction: "COPY",
@@ -242,15 +248,18 @@ impl<'a> Copier<'a> {
                 copy_info = created;
             }
         } else if ft.is_file() {
+            // A multiply-linked source stays linked: its first copy is remembered, and the map
+            // stays locked while that copy is made, so a copier on another thread links to a
+            // file that exists.
+            let mut inodes = (meta.nlink() > 1).then(|| lock(&self.inodes));
             let key = (meta.dev(), meta.ino());
-            let linked = match self.inodes.get(&key) {
-                // The first copy may have been replaced since (the same source copied twice
-                // in one COPY); then this one is copied afresh.
-                Some(first) if meta.nlink() > 1 => fs::hard_link(first, target).is_ok(),
-                _ => false,
-            };
-            if linked {
+            let first = inodes.as_ref().and_then(|m| m.get(&key).cloned());
+            // The first copy may have been replaced since (the same source copied twice in
+            // one COPY); then this one is copied afresh.
+            let linked = first.filter(|(first, _)| fs::hard_link(first, target).is_ok());
+            if let Some((_, shared)) = linked {
                 self.report.hardlinks += 1;
+                copy_info = !shared;
             } else {
                 let reused = self
                     .reusable(src, &meta, target)
@@ -264,10 +273,11 @@ impl<'a> Copier<'a> {
                     self.report.bytes += copy_file(src, target)?;
                     self.report.files += 1;
                 }
-                if meta.nlink() > 1 {
-                    self.inodes.insert(key, target.to_path_buf());
+                if let Some(m) = inodes.as_mut() {
+                    m.insert(key, (target.to_path_buf(), reused));
                 }
             }
+            drop(inodes);
             if let Some((reuse, root)) = self.reuse {
                 if let Ok(rel) = target.strip_prefix(root) {
                     reuse.wrote(src, rel);
@@ -287,6 +297,70 @@ impl<'a> Copier<'a> {
             self.apply_meta(&meta, src, target)?;
         }
         Ok(())
+    }
+
+    /// Copies the entries of directory `src` into the existing directory `target` on up to
+    /// `threads` threads, each taking every n-th entry; `target` keeps its own metadata, as
+    /// [`Copier::copy`] leaves a top-level directory that exists. What each entry becomes does
+    /// not depend on which thread copies it.
+    pub(crate) fn copy_contents_parallel(
+        &mut self,
+        src: &Path,
+        target: &Path,
+        threads: usize,
+    ) -> Result<(), FileOpError> {
+        let mut names: Vec<_> = fs::read_dir(src)
+            .map_err(io_err("read directory", src))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err("read directory", src))?;
+        names.sort();
+        let threads = threads.clamp(1, names.len().max(1));
+        let reports = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|first| {
+                    let mut copier = self.worker();
+                    let names = &names;
+                    scope.spawn(move || {
+                        for name in names.iter().skip(first).step_by(threads) {
+                            let rel = name.to_string_lossy();
+                            copier.copy_entry(
+                                &src.join(name),
+                                &rel,
+                                &target.join(name),
+                                true,
+                                false,
+                            )?;
+                        }
+                        Ok::<_, FileOpError>(copier.report)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a copy worker panicked"))
+                .collect::<Vec<_>>()
+        });
+        for report in reports {
+            self.report.add(&report?);
+        }
+        Ok(())
+    }
+
+    /// A copier with the same settings and hardlink map, and a report of its own.
+    fn worker(&self) -> Copier<'a> {
+        Copier {
+            chown: self.chown,
+            keep_source_owner: self.keep_source_owner,
+            chmod: self.chmod,
+            excludes: self.excludes,
+            ignore: self.ignore,
+            inodes: Arc::clone(&self.inodes),
+            cancel: self.cancel,
+            reuse: self.reuse,
+            instruction: self.instruction,
+            report: CopyReport::default(),
+        }
     }
 
     /// `--parents`: creates the directories between the pivot and a match, each taking the
@@ -374,6 +448,10 @@ impl<'a> Copier<'a> {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sets atime and mtime without following a symlink.
