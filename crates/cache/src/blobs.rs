@@ -25,20 +25,46 @@ pub struct BlobInfo {
 
 /// Streams a new blob into the store (e.g. a layer being compressed): write to it, then
 /// [`BlobWriter::commit`]. Dropped without commit, it leaves nothing behind.
+///
+/// Every byte is hashed as it is written: the digest a blob is published under is always the
+/// store's own, whoever produced the bytes. Writeback to disk starts every few MiB, so the fsync
+/// of [`BlobWriter::commit`] waits only for the tail of a big blob.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
     store: &'s Store,
     path: PathBuf,
     file: Option<BufWriter<File>>,
-    hasher: Sha256,
+    /// `None` once the hashing moved to a [`BlobHasher`] ([`BlobWriter::split_hasher`]).
+    hasher: Option<Sha256>,
     size: u64,
+    /// Bytes of the file whose writeback was started.
+    writeback_started: u64,
 }
+
+/// Writes at least this long skip the writer's buffer (when it is empty): copying them into it
+/// first would only add a memcpy. The layer writer hands over 1 MiB chunks.
+const DIRECT_WRITE: usize = 64 * 1024;
+
+/// Writeback is started after each this many bytes reach the file.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_mut().expect("open until commit").write(buf)?;
-        self.hasher.update(&buf[..n]);
+        let file = self.file.as_mut().expect("open until commit");
+        let n = if buf.len() >= DIRECT_WRITE && file.buffer().is_empty() {
+            file.get_mut().write(buf)?
+        } else {
+            file.write(buf)?
+        };
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
+        let on_file = self.size - file.buffer().len() as u64;
+        if on_file - self.writeback_started >= WRITEBACK_STEP {
+            start_writeback(file.get_ref(), self.writeback_started, on_file);
+            self.writeback_started = on_file;
+        }
         Ok(n)
     }
 
@@ -55,28 +81,73 @@ impl Drop for BlobWriter<'_> {
     }
 }
 
-impl BlobWriter<'_> {
+impl<'s> BlobWriter<'s> {
     /// Finishes the blob: checks it against `expected` (digest and size) when given, fsyncs it,
     /// and publishes it under its digest. Returns its digest and size.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
+        let hasher = self.hasher.take().expect("a BlobWriter hashes until split");
+        let size = self.size;
+        self.publish(hasher, size, expected)
+    }
+
+    /// Moves the hashing out of this writer into a [`BlobHasher`], so it can run on another
+    /// thread while this one writes (a layer export hashes a chunk while writing the next). The
+    /// digest is still the store's: [`SplitBlobWriter::commit`] finalises that hasher itself and
+    /// refuses the blob unless the hasher saw exactly as many bytes as were written and the
+    /// result equals `expected`.
+    pub fn split_hasher(mut self) -> (SplitBlobWriter<'s>, BlobHasher) {
+        let hasher = BlobHasher {
+            hasher: self.hasher.take().expect("a BlobWriter hashes until split"),
+            size: self.size,
+        };
+        (SplitBlobWriter(self), hasher)
+    }
+
+    /// Checks, fsyncs and renames into place; `hashed` bytes went through `hasher`.
+    fn publish(
+        mut self,
+        hasher: Sha256,
+        hashed: u64,
+        expected: Option<&Digest>,
+    ) -> Result<BlobInfo> {
         let mut file = self.file.take().expect("open until commit");
-        file.flush().map_err(StoreError::io("write", &self.path))?;
-        let file = file
-            .into_inner()
-            .map_err(|e| StoreError::io("write", &self.path)(e.into_error()))?;
-        file.sync_all()
-            .map_err(StoreError::io("fsync", &self.path))?;
-        drop(file);
-        let hex = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let refuse = |path: &Path, err: StoreError| {
+            let _ = fs::remove_file(path);
+            Err(err)
+        };
+        let hex = hex::encode(hasher.finalize());
         let digest = sha256_digest(&hex);
+        if hashed != self.size {
+            return refuse(
+                &self.path,
+                StoreError::SizeMismatch {
+                    digest: digest.to_string(),
+                    expected: self.size,
+                    actual: hashed,
+                },
+            );
+        }
         if let Some(expected) = expected {
             if expected != &digest {
-                let _ = fs::remove_file(&self.path);
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual: digest.to_string(),
-                });
+                return refuse(
+                    &self.path,
+                    StoreError::DigestMismatch {
+                        expected: expected.to_string(),
+                        actual: digest.to_string(),
+                    },
+                );
             }
+        }
+        let flushed = file
+            .flush()
+            .map_err(StoreError::io("write", &self.path))
+            .and_then(|()| {
+                file.into_inner()
+                    .map_err(|e| StoreError::io("write", &self.path)(e.into_error()))
+            })
+            .and_then(|file| file.sync_all().map_err(StoreError::io("fsync", &self.path)));
+        if let Err(e) = flushed {
+            return refuse(&self.path, e);
         }
         let store = self.store;
         let target = store.blob_path(&digest)?;
@@ -94,6 +165,74 @@ impl BlobWriter<'_> {
             size: self.size,
         })
     }
+}
+
+/// The hashing half of a [`BlobWriter`] after [`BlobWriter::split_hasher`]: it must be given the
+/// blob's bytes, all of them, in the order they are written. It can be sent to another thread.
+#[derive(Debug)]
+pub struct BlobHasher {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl BlobHasher {
+    /// Hashes the next bytes of the blob.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+}
+
+/// The writing half of a [`BlobWriter`] after [`BlobWriter::split_hasher`]: it writes without
+/// hashing. Dropped without commit, it leaves nothing behind.
+///
+/// Why this is safe: the blob is still published under a digest the store computes itself (its
+/// own sha256 in the [`BlobHasher`]), never one the producer merely claims; the count of hashed
+/// bytes must equal the count of written ones, and `expected` is checked as by
+/// [`BlobWriter::commit`]. What the store can no longer see is a producer that hashes different
+/// bytes of the same length than it writes, so this is for producers in this process that hand
+/// the same buffer to both halves (the layer writer of forge-export, whose tests compare the
+/// digest with a re-hash of the published file). Bytes from outside (pulls, imports, archives)
+/// keep going through [`BlobWriter`], hashed as they are written.
+#[derive(Debug)]
+pub struct SplitBlobWriter<'s>(BlobWriter<'s>);
+
+impl Write for SplitBlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl SplitBlobWriter<'_> {
+    /// Finishes the blob with the digest `hasher` computed: refused unless the hasher saw as
+    /// many bytes as were written and, when given, its digest is `expected`. Then as
+    /// [`BlobWriter::commit`]: fsynced and published under that digest.
+    pub fn commit(self, hasher: BlobHasher, expected: Option<&Digest>) -> Result<BlobInfo> {
+        self.0.publish(hasher.hasher, hasher.size, expected)
+    }
+}
+
+/// Asks the kernel to start writing `from..to` of `file` to disk now, without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a big blob's pages go out while the rest is being
+/// produced and the fsync at commit has little left to do. Only a head start: durability still
+/// comes from that fsync, which also reports any I/O error, so a failure here is ignored.
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(from),
+        libc::off64_t::try_from(to - from),
+    ) else {
+        return;
+    };
+    // SAFETY: the descriptor is open (borrowed from `file` for the call); sync_file_range reads
+    // no memory of ours.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 pub(crate) fn sha256_digest(hex: &str) -> Digest {
@@ -133,8 +272,9 @@ impl Store {
             store: self,
             path,
             file: Some(BufWriter::with_capacity(1 << 20, file)),
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
+            writeback_started: 0,
         })
     }
 

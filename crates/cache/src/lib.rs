@@ -20,7 +20,7 @@ mod records;
 mod snapshots;
 mod store;
 
-pub use blobs::{BlobInfo, BlobWriter};
+pub use blobs::{BlobHasher, BlobInfo, BlobWriter, SplitBlobWriter};
 pub use cache_mounts::{CacheMount, CacheSharing};
 pub use context::{
     ContextEntry, ContextHasher, ContextTree, EntryKind, HashStats, NoFilter, PathFilter,
