@@ -10,6 +10,13 @@ pub enum ExportError {
     #[error("reading {path} for the layer")]
     ReadTree { path: PathBuf, source: io::Error },
 
+    /// The store refused or failed to take the layer blob of the tree at `path`.
+    #[error("storing the layer of {path} as a blob")]
+    StoreLayer {
+        path: PathBuf,
+        source: forge_cache::StoreError,
+    },
+
     /// Writing the layer, archive or compressed stream to its destination failed.
     #[error("writing {what}")]
     Write { what: String, source: io::Error },

@@ -83,7 +83,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn sha256_digest(hasher: Sha256) -> Digest {
+pub(crate) fn sha256_digest(hasher: Sha256) -> Digest {
     let hex = hex::encode(hasher.finalize());
     // A 64-digit lowercase hex string always parses as a sha256 digest.
     Digest::try_from(format!("sha256:{hex}")).expect("sha256 hex is a valid digest")

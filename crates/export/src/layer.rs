@@ -4,15 +4,19 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
+use sha2::{Digest as _, Sha256};
+
+use forge_cache::Store;
 
 use crate::hash::HashingWriter;
 use crate::pgzip::ParallelGzEncoder;
+use crate::pipe::{pipelined, ChunkHasher, ChunkSink, ChunkWriter, Inline};
 use crate::sys;
 use crate::tarfmt::{self, Header, Kind};
 use crate::ExportError;
@@ -131,9 +135,7 @@ fn zstd_encoder<W: Write>(
     Ok(encoder)
 }
 
-type TarSink<W> = BufWriter<HashingWriter<Encoder<HashingWriter<W>>>>;
-
-fn write_err(source: io::Error) -> ExportError {
+pub(crate) fn write_err(source: io::Error) -> ExportError {
     ExportError::Write {
         what: "layer".to_owned(),
         source,
@@ -147,38 +149,150 @@ fn write_err(source: io::Error) -> ExportError {
 /// opaque (`<dir>/.wh..wh..opq` after it). A plain directory has neither and is written as it is.
 /// Entries come depth first, each directory's entries sorted by name bytes, parents before
 /// children. Sockets are skipped, as Docker does.
+///
+/// The tree is walked, read and written on this thread while a second one computes the diff_id,
+/// a few MiB behind at most.
 pub fn write_layer(
     snapshot_dir: &Path,
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, ExportError> {
-    // An uncompressed blob is the tar itself: hash it once.
+    let streamed = stream_layer(snapshot_dir, out, Sha256::new(), opts, Threads::Two)?;
+    let mut out = streamed.out;
+    out.flush().map_err(write_err)?;
+    let diff_id = crate::hash::sha256_digest(streamed.tar_hasher);
+    Ok(LayerInfo {
+        digest: streamed.digest.unwrap_or_else(|| diff_id.clone()),
+        diff_id,
+        size: streamed.size,
+        uncompressed_size: streamed.tar_size,
+        media_type: opts.compression.media_type(),
+    })
+}
+
+/// Writes the layer tar of `snapshot_dir` (the bytes [`write_layer`] gives) into `store` as a
+/// blob: staged, fsynced, renamed; if anything fails, nothing is published.
+///
+/// The tar is hashed once. Uncompressed, the blob is the tar: the store's writer is split
+/// ([`forge_cache::BlobWriter::split_hasher`]) so that its own hasher, on a second thread, hashes
+/// each chunk right after this thread wrote it, and the store publishes the blob under that
+/// digest, which is also the diff_id. Compressed, the store's writer hashes the compressed bytes
+/// as usual and the second thread hashes the tar for the diff_id.
+pub fn write_layer_to_store(
+    snapshot_dir: &Path,
+    store: &Store,
+    opts: &LayerOptions,
+) -> Result<LayerInfo, ExportError> {
+    let store_err = |source| ExportError::StoreLayer {
+        path: snapshot_dir.to_path_buf(),
+        source,
+    };
+    let writer = store.blob_writer().map_err(store_err)?;
+    let media_type = opts.compression.media_type();
+    if opts.compression == Compression::Uncompressed {
+        let (writer, hasher) = writer.split_hasher();
+        let streamed = stream_layer(snapshot_dir, writer, hasher, opts, Threads::Two)?;
+        let blob = streamed
+            .out
+            .commit(streamed.tar_hasher, None)
+            .map_err(store_err)?;
+        return Ok(LayerInfo {
+            diff_id: blob.digest.clone(),
+            digest: blob.digest,
+            size: blob.size,
+            uncompressed_size: streamed.tar_size,
+            media_type,
+        });
+    }
+    let streamed = stream_layer(snapshot_dir, writer, Sha256::new(), opts, Threads::Two)?;
+    let blob = streamed
+        .out
+        .commit(streamed.digest.as_ref())
+        .map_err(store_err)?;
+    Ok(LayerInfo {
+        diff_id: crate::hash::sha256_digest(streamed.tar_hasher),
+        digest: blob.digest,
+        size: blob.size,
+        uncompressed_size: streamed.tar_size,
+        media_type,
+    })
+}
+
+/// How many threads a layer is written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Threads {
+    /// Everything on one thread: the reference the two-thread writer is tested against.
+    #[cfg_attr(not(test), allow(dead_code))]
+    One,
+    Two,
+}
+
+/// A layer stream's result before it becomes a [`LayerInfo`].
+struct Streamed<W, H> {
+    out: W,
+    /// Has seen the whole tar.
+    tar_hasher: H,
+    /// sha256 of the compressed blob; `None` when uncompressed (the blob is the tar).
+    digest: Option<Digest>,
+    tar_size: u64,
+    size: u64,
+}
+
+/// Streams the layer of `snapshot_dir` into `out`, the tar through `tar_hasher`.
+fn stream_layer<W: Write, H: ChunkHasher>(
+    snapshot_dir: &Path,
+    out: W,
+    tar_hasher: H,
+    opts: &LayerOptions,
+    threads: Threads,
+) -> Result<Streamed<W, H>, ExportError> {
     let blob_hasher = match opts.compression {
         Compression::Uncompressed => HashingWriter::counting(out),
         _ => HashingWriter::new(out),
     };
     let encoder = Encoder::new(blob_hasher, opts.compression, opts.level).map_err(write_err)?;
-    let mut sink: TarSink<_> = BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
+    let tar_out = HashingWriter::counting(encoder);
+    let (tar_out, tar_hasher) = match threads {
+        Threads::Two => {
+            let ((), tar_out, tar_hasher) = pipelined(tar_out, tar_hasher, |chunks| {
+                write_tar(snapshot_dir, opts, chunks)
+            })?;
+            (tar_out, tar_hasher)
+        }
+        Threads::One => {
+            let mut chunks = ChunkWriter::new(Inline {
+                out: tar_out,
+                hasher: tar_hasher,
+            });
+            write_tar(snapshot_dir, opts, &mut chunks)?;
+            let sink = chunks.finish().map_err(write_err)?;
+            (sink.out, sink.hasher)
+        }
+    };
+    let (encoder, _, tar_size) = tar_out.finish();
+    let blob_hasher = encoder.finish().map_err(write_err)?;
+    let (out, digest, size) = blob_hasher.finish();
+    Ok(Streamed {
+        out,
+        tar_hasher,
+        digest,
+        tar_size,
+        size,
+    })
+}
+
+/// The whole tar stream of `snapshot_dir`: its entries, then the end-of-archive marker.
+fn write_tar<S: ChunkSink>(
+    snapshot_dir: &Path,
+    opts: &LayerOptions,
+    chunks: &mut ChunkWriter<S>,
+) -> Result<(), ExportError> {
     let mut walker = Walker {
         opts,
         hardlinks: HashMap::new(),
     };
-    walker.walk(snapshot_dir, b"", &mut sink)?;
-    tarfmt::write_end(&mut sink).map_err(write_err)?;
-    let tar_hasher = sink.into_inner().map_err(|e| write_err(e.into_error()))?;
-    let (encoder, diff_id, uncompressed_size) = tar_hasher.finish();
-    let diff_id = diff_id.expect("the tar stage always hashes");
-    let blob_hasher = encoder.finish().map_err(write_err)?;
-    let (mut out, digest, size) = blob_hasher.finish();
-    let digest = digest.unwrap_or_else(|| diff_id.clone());
-    out.flush().map_err(write_err)?;
-    Ok(LayerInfo {
-        diff_id,
-        digest,
-        size,
-        uncompressed_size,
-        media_type: opts.compression.media_type(),
-    })
+    walker.walk(snapshot_dir, b"", chunks)?;
+    tarfmt::write_end(chunks).map_err(write_err)
 }
 
 struct Walker<'a> {
@@ -205,7 +319,12 @@ impl Walker<'_> {
         }
     }
 
-    fn walk<W: Write>(&mut self, dir: &Path, rel: &[u8], sink: &mut W) -> Result<(), ExportError> {
+    fn walk<S: ChunkSink>(
+        &mut self,
+        dir: &Path,
+        rel: &[u8],
+        sink: &mut ChunkWriter<S>,
+    ) -> Result<(), ExportError> {
         let read_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ExportError::ReadTree { path, source }
@@ -306,7 +425,7 @@ impl Walker<'_> {
                 h.size = meta.len();
                 tarfmt::write_header(sink, &h).map_err(write_err)?;
                 let file = File::open(&path).map_err(read_err(&path))?;
-                tarfmt::write_data(sink, file, meta.len()).map_err(|source| {
+                sink.write_entry_data(file, meta.len()).map_err(|source| {
                     if source.kind() == io::ErrorKind::UnexpectedEof {
                         ExportError::ReadTree {
                             path: path.clone(),
@@ -345,7 +464,106 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::io::Write;
+    use std::path::Path;
+
+    use super::*;
+
+    /// Hardlinks, a whiteout, an opaque directory, xattrs, and files that straddle chunk borders.
+    fn tricky_tree(root: &Path) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: it makes a whiteout device and sets trusted.* xattrs"
+        );
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        for (i, len) in [0usize, 511, 512, 513, 1 << 20, (1 << 20) - 700, 2_500_123]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+            fs::write(root.join(format!("a/f{i}")), bytes).unwrap();
+        }
+        fs::hard_link(root.join("a/f6"), root.join("a/b/hard")).unwrap();
+        fs::hard_link(root.join("a/f1"), root.join("z-hard")).unwrap();
+        nix::sys::stat::mknod(
+            &root.join("a/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::create_dir(root.join("opq")).unwrap();
+        let cpath = |p: &str| sys::cpath(&root.join(p)).unwrap();
+        sys::set_xattr_path(&cpath("opq"), b"trusted.overlay.opaque", b"y").unwrap();
+        sys::set_xattr_path(&cpath("a/f2"), b"user.note", b"x\0y").unwrap();
+        std::os::unix::fs::symlink("a/f3", root.join("link")).unwrap();
+    }
+
+    #[test]
+    fn two_threads_give_the_bytes_and_digests_of_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        tricky_tree(&tree);
+        for compression in [
+            Compression::Uncompressed,
+            Compression::Gzip,
+            Compression::Zstd,
+        ] {
+            let opts = LayerOptions {
+                compression,
+                ..LayerOptions::default()
+            };
+            let one = stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::One).unwrap();
+            let two = stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::Two).unwrap();
+            assert!(one.out == two.out, "{compression:?}: the blobs differ");
+            assert_eq!(one.tar_size, two.tar_size);
+            assert_eq!(one.digest, two.digest);
+            let (one_id, two_id) = (
+                crate::hash::sha256_digest(one.tar_hasher),
+                crate::hash::sha256_digest(two.tar_hasher),
+            );
+            assert_eq!(one_id, two_id, "{compression:?}: diff_ids differ");
+            // Both are right: the public writer's blob, hashed afresh, gives the same ids.
+            let mut blob = Vec::new();
+            let info = write_layer(&tree, &mut blob, &opts).unwrap();
+            assert!(blob == one.out);
+            assert_eq!(info.diff_id, one_id);
+            assert_eq!(info.digest, crate::hash::digest_of(&blob));
+
+            let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
+            let stored = write_layer_to_store(&tree, &store, &opts).unwrap();
+            assert_eq!(stored, info, "{compression:?}: the store's layer differs");
+            let file = fs::read(store.blob_path(&stored.digest).unwrap()).unwrap();
+            assert!(file == blob, "{compression:?}: the stored blob differs");
+        }
+        let tar = stream_layer(
+            &tree,
+            Vec::new(),
+            Sha256::new(),
+            &LayerOptions {
+                compression: Compression::Uncompressed,
+                ..LayerOptions::default()
+            },
+            Threads::Two,
+        )
+        .unwrap()
+        .out;
+        let mut names = Vec::new();
+        let mut links = 0;
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let entry = entry.unwrap();
+            links += usize::from(entry.header().entry_type() == tar::EntryType::Link);
+            names.push(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
+        }
+        for expected in ["a/.wh.gone", "opq/.wh..wh..opq", "a/b/hard", "z-hard"] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        assert_eq!(links, 2, "both hardlinks are link entries");
+    }
 
     #[test]
     fn zstd_bytes_do_not_depend_on_the_number_of_workers() {

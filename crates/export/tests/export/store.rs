@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use forge_export::{write_layer, Compression, LayerOptions};
+use forge_export::{write_layer, write_layer_to_store, Compression, LayerOptions};
 
 use crate::tree::{build_rich_tree, require_root, set_all_mtimes, set_xattr, whiteout};
 
@@ -95,4 +95,119 @@ fn layer_digests_stay_what_they_were() {
         let (_, info) = layer(&dir, Compression::Zstd);
         assert_eq!(info.digest.to_string(), zstd, "{name}: zstd blob changed");
     }
+}
+
+#[test]
+fn store_layers_are_the_golden_bytes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
+    for (name, diff_id, gzip, _) in GOLDEN {
+        let dir = tmp.path().join(name);
+        match name {
+            "rich" => build_rich_tree(&dir),
+            _ => build_chunky_tree(&dir),
+        }
+        for compression in [Compression::Uncompressed, Compression::Gzip] {
+            let opts = LayerOptions {
+                compression,
+                ..LayerOptions::default()
+            };
+            let info = write_layer_to_store(&dir, &store, &opts).unwrap();
+            assert_eq!(info.diff_id.to_string(), diff_id, "{name} {compression:?}");
+            let expected_digest = match compression {
+                Compression::Uncompressed => diff_id,
+                _ => gzip,
+            };
+            assert_eq!(
+                info.digest.to_string(),
+                expected_digest,
+                "{name} {compression:?}"
+            );
+            let (streamed, streamed_info) = layer(&dir, compression);
+            assert_eq!(info, streamed_info);
+            let stored = fs::read(store.blob_path(&info.digest).unwrap()).unwrap();
+            assert!(
+                stored == streamed,
+                "{name} {compression:?}: stored blob differs"
+            );
+            assert_eq!(crate::tree::sha256(&stored), expected_digest);
+        }
+    }
+}
+
+/// The child half of [`killed_layer_export_publishes_nothing`]: exports a big layer into the
+/// store named by the environment, until it is killed.
+fn export_child(store_root: &str, tree: &str) {
+    let store = forge_cache::Store::open(store_root).unwrap();
+    let opts = LayerOptions {
+        compression: Compression::Uncompressed,
+        ..LayerOptions::default()
+    };
+    write_layer_to_store(Path::new(tree), &store, &opts).unwrap();
+    // Finishing means the parent never saw the blob being staged: it fails on its own.
+}
+
+/// Regression guard for the split (two-thread) store writer: SIGKILL mid-export must publish no
+/// blob, and the next open of the store removes the staged part.
+#[test]
+fn killed_layer_export_publishes_nothing() {
+    require_root();
+    if let (Ok(store), Ok(tree)) = (
+        std::env::var("FORGE_EXPORT_CHILD_STORE"),
+        std::env::var("FORGE_EXPORT_CHILD_TREE"),
+    ) {
+        return export_child(&store, &tree);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    // Sparse: 4 GiB of tar data that take no disk space to hold and seconds to export.
+    let big = fs::File::create(tree.join("sparse")).unwrap();
+    big.set_len(4 << 30).unwrap();
+    drop(big);
+    let root = tmp.path().join("store");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "store::killed_layer_export_publishes_nothing"])
+        .args(["--test-threads", "1"])
+        .env("FORGE_EXPORT_CHILD_STORE", &root)
+        .env("FORGE_EXPORT_CHILD_TREE", &tree)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the blob is being written (some MiB staged), then kill.
+    let staged = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the exporting child ended ({status}) before it could be killed mid-layer");
+        }
+        let big_staged = fs::read_dir(root.join("v1/tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|d| d.path().is_dir())
+            .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .find(|f| f.metadata().map(|m| m.len() > 16 << 20).unwrap_or(false));
+        if let Some(file) = big_staged {
+            break file.path();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        staged.exists(),
+        "the staged blob is there until the next open"
+    );
+    let blobs = root.join("v1/oci/blobs/sha256");
+    assert_eq!(
+        fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "a killed export published a blob"
+    );
+    let store = forge_cache::Store::open(&root).unwrap();
+    assert!(
+        !staged.exists(),
+        "reopening the store left the dead export's staged blob"
+    );
+    assert!(store.list_blobs().unwrap().is_empty());
 }
