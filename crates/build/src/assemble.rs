@@ -3,6 +3,7 @@
 //! written and tagged in the store.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use forge_cache::{CacheKey, CacheRecord, SnapshotId, Store};
 use forge_export::{build_image, BaseImage, Compression, ImageSpec, LayerInfo, LayerOptions};
@@ -43,10 +44,8 @@ pub(crate) fn assemble(
         None => (None, 0),
     };
     let base_layers = base.as_ref().map(|b| b.layers.len()).unwrap_or(0);
-    let mut layers = Vec::new();
-    for snapshot in chain.iter().skip(base_layers) {
-        layers.push(export_layer(store, snapshot, req.source_date_epoch)?);
-    }
+    let new_snapshots: Vec<&SnapshotId> = chain.iter().skip(base_layers).collect();
+    let layers = export_layers(store, &new_snapshots, req.source_date_epoch)?;
 
     let config = &stage.config;
     let history = new_history(config, base_history)?;
@@ -115,6 +114,55 @@ pub(crate) fn assemble(
     })
 }
 
+/// The layer blobs of `snapshots`, in their order. Layers are independent of each other, so up to
+/// one per core is exported at once: small layers then overlap their fsyncs and lock round trips,
+/// a big one still uses two threads of its own (walk and write, hash).
+fn export_layers(
+    store: &Store,
+    snapshots: &[&SnapshotId],
+    epoch: Option<i64>,
+) -> Result<Vec<LayerInfo>, BuildError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(snapshots.len());
+    if workers <= 1 {
+        return snapshots
+            .iter()
+            .map(|s| export_layer(store, s, epoch))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, Result<LayerInfo, BuildError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    // After a failure the build fails anyway: start no more layers.
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(snapshot) = snapshots.get(i) else {
+                            break;
+                        };
+                        let result = export_layer(store, snapshot, epoch);
+                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                        out.push((i, result));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // The manifest lists layers bottom first, whatever order they finished in; the first error
+    // in that order is the one reported.
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
 /// The layer blob of a snapshot, made once per (snapshot, epoch). Layers are stored
 /// uncompressed: writing them costs a tar and a sha256 (hundreds of MB/s), and `forge push`
 /// compresses each one once, when it first leaves the machine.
@@ -147,17 +195,16 @@ fn export_layer(
         }
     }
     let fs = store.snapshot_fs(snapshot)?;
-    let mut writer = store.blob_writer()?;
-    let info = forge_export::write_layer(
+    // Hashed once, by the store's own hasher, while the tree is walked and written.
+    let info = forge_export::write_layer_to_store(
         &fs,
-        &mut writer,
+        store,
         &LayerOptions {
             compression: Compression::Uncompressed,
             level: None,
             source_date_epoch: epoch,
         },
     )?;
-    writer.commit(Some(&info.digest))?;
     store.put_record(
         &key,
         &CacheRecord {
