@@ -174,7 +174,10 @@ fn via_blob_writer(store: &Store, tree: &Path, opts: &LayerOptions) -> LayerInfo
 
 fn store_ways() -> Vec<(&'static str, Export)> {
     vec![
-        ("write_layer into blob_writer", via_blob_writer),
+        (
+            "write_layer into blob_writer (tar hashed twice)",
+            via_blob_writer,
+        ),
         ("write_layer_to_store", |store, tree, opts| {
             write_layer_to_store(tree, store, opts).unwrap()
         }),

@@ -1,7 +1,9 @@
 //! forge-export: layers in and out of the store, OCI image config/manifest/index, and the image
 //! outputs (`type=oci`, `type=docker`, `type=tar`, `type=local`).
 //!
-//! Everything streams: a layer is never held in memory, its digests are computed as it is written.
+//! Everything streams: a layer is never held in memory, its digests are computed as it is written
+//! (on a second thread, a few MiB behind the walk), and a layer bound for the store
+//! ([`write_layer_to_store`]) is hashed once, by the store's own hasher.
 
 mod error;
 mod hash;
