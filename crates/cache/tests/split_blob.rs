@@ -105,14 +105,7 @@ fn split_writer_refuses_a_wrong_claimed_digest() {
             if *expected == wrong.to_string() && *actual == sha256(&bytes).to_string()),
         "unexpected error: {err}"
     );
-    assert!(
-        store.list_blobs().unwrap().is_empty(),
-        "a refused blob was published"
-    );
-    assert!(
-        staged_files(dir.path()).is_empty(),
-        "refused blob left in staging"
-    );
+    assert_nothing_kept(&store, dir.path());
 }
 
 #[test]
@@ -130,14 +123,7 @@ fn split_writer_refuses_a_hasher_that_missed_bytes() {
             if *expected == bytes.len() as u64 && *actual == bytes.len() as u64 - 1),
         "unexpected error: {err}"
     );
-    assert!(
-        store.list_blobs().unwrap().is_empty(),
-        "a refused blob was published"
-    );
-    assert!(
-        staged_files(dir.path()).is_empty(),
-        "refused blob left in staging"
-    );
+    assert_nothing_kept(&store, dir.path());
 }
 
 #[test]
@@ -175,5 +161,17 @@ fn big_blobs_in_mixed_writes_keep_every_byte() {
     assert!(
         stored == bytes,
         "the published blob is not the bytes written"
+    );
+}
+
+/// A refused blob is neither published nor left in staging.
+fn assert_nothing_kept(store: &Store, root: &std::path::Path) {
+    assert!(
+        store.list_blobs().unwrap().is_empty(),
+        "a refused blob was published"
+    );
+    assert!(
+        staged_files(root).is_empty(),
+        "refused blob left in staging"
     );
 }

@@ -224,12 +224,7 @@ impl<'a> Copier<'a> {
             if created {
                 self.report.dirs += 1;
             }
-            let mut names: Vec<_> = fs::read_dir(src)
-                .map_err(io_err("read directory", src))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(io_err("read directory", src))?;
-            names.sort();
+            let names = sorted_names(src)?;
             for name in names {
                 let child_rel = if rel.is_empty() {
                     name.to_string_lossy().into_owned()
@@ -309,12 +304,7 @@ impl<'a> Copier<'a> {
         target: &Path,
         threads: usize,
     ) -> Result<(), FileOpError> {
-        let mut names: Vec<_> = fs::read_dir(src)
-            .map_err(io_err("read directory", src))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io_err("read directory", src))?;
-        names.sort();
+        let names = sorted_names(src)?;
         let threads = threads.clamp(1, names.len().max(1));
         let reports = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
@@ -448,6 +438,17 @@ impl<'a> Copier<'a> {
             }
         }
     }
+}
+
+/// The names in directory `dir`, sorted by their bytes (the order copies are made in).
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, FileOpError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err("read directory", dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read directory", dir))?;
+    names.sort();
+    Ok(names)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -3,24 +3,12 @@
 use std::fs;
 use std::io::Write;
 
-use forge_export::{
-    apply_layer, decompress, unpack_layer, write_layer, Compression, LayerOptions, UnpackOptions,
-};
+use forge_export::{apply_layer, decompress, unpack_layer, Compression, UnpackOptions};
 use oci_spec::image::MediaType;
 
 use crate::tree::{
-    build_rich_tree, describe, require_root, set_xattr, sha256, tar_names, whiteout,
+    build_rich_tree, describe, layer, require_root, set_xattr, sha256, tar_names, whiteout,
 };
-
-fn layer(dir: &std::path::Path, compression: Compression) -> (Vec<u8>, forge_export::LayerInfo) {
-    let mut blob = Vec::new();
-    let opts = LayerOptions {
-        compression,
-        ..LayerOptions::default()
-    };
-    let info = write_layer(dir, &mut blob, &opts).unwrap();
-    (blob, info)
-}
 
 #[test]
 fn rich_tree_round_trips_through_each_compression() {

@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use forge_export::{write_layer, write_layer_to_store, Compression, LayerOptions};
+use forge_export::{write_layer_to_store, Compression, LayerOptions};
 
-use crate::tree::{build_rich_tree, require_root, set_all_mtimes, set_xattr, whiteout};
+use crate::tree::{build_rich_tree, layer, require_root, set_all_mtimes, set_xattr, whiteout};
 
 /// A tree of a few MiB that crosses many pipeline chunks: files of every size class (empty, under
 /// a block, several MiB), hardlinks, a whiteout, an opaque directory and xattrs.
@@ -39,16 +39,6 @@ pub(crate) fn build_chunky_tree(root: &Path) {
     set_xattr(&root.join("data/d3"), "trusted.overlay.opaque", b"y");
     set_xattr(&root.join("data/d4/f05"), "user.note", b"chunky");
     set_all_mtimes(root, 1_650_000_000);
-}
-
-fn layer(dir: &Path, compression: Compression) -> (Vec<u8>, forge_export::LayerInfo) {
-    let mut blob = Vec::new();
-    let opts = LayerOptions {
-        compression,
-        ..LayerOptions::default()
-    };
-    let info = write_layer(dir, &mut blob, &opts).unwrap();
-    (blob, info)
 }
 
 /// diff_id, then blob digests for gzip and zstd, as the sequential writer made them.

@@ -263,3 +263,17 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
+
+/// The layer of `dir` written into memory with `compression`, and what `write_layer` reports.
+pub(crate) fn layer(
+    dir: &Path,
+    compression: forge_export::Compression,
+) -> (Vec<u8>, forge_export::LayerInfo) {
+    let mut blob = Vec::new();
+    let opts = forge_export::LayerOptions {
+        compression,
+        ..forge_export::LayerOptions::default()
+    };
+    let info = forge_export::write_layer(dir, &mut blob, &opts).unwrap();
+    (blob, info)
+}
