@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -13,6 +15,8 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HttpFetcher {
     pub(crate) tls_ca: Option<PathBuf>,
+    /// The build's cancel flag: a download stops when it is raised, stalled or not.
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
 
 impl RemoteFetcher for HttpFetcher {
@@ -47,7 +51,7 @@ impl HttpFetcher {
             .enable_all()
             .build()?;
         let client = self.client()?;
-        runtime.block_on(async {
+        let transfer = async {
             let mut response = client.get(url).send().await?;
             let status = response.status();
             if !status.is_success() {
@@ -80,6 +84,12 @@ impl HttpFetcher {
                 last_modified,
                 size,
             })
+        };
+        runtime.block_on(async {
+            tokio::select! {
+                result = transfer => result,
+                () = crate::cancel::raised(self.cancel.clone()) => bail!("download cancelled"),
+            }
         })
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cancel;
 mod commands;
 mod fetch;
 mod images;

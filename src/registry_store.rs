@@ -285,6 +285,7 @@ pub(crate) fn pull_into_store(
     reference: &Reference,
     platform: &Platform,
     progress: Option<Arc<TransferProgress>>,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> anyhow::Result<(String, Descriptor)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -294,7 +295,13 @@ pub(crate) fn pull_into_store(
         store: store.clone(),
         progress,
     };
-    let pulled = runtime.block_on(client.pull(reference, &registry_platform(platform), &sink))?;
+    let platform = registry_platform(platform);
+    let pulled = runtime.block_on(async {
+        tokio::select! {
+            pulled = client.pull(reference, &platform, &sink) => Ok(pulled?),
+            () = crate::cancel::raised(cancel) => Err(anyhow::anyhow!("pull cancelled")),
+        }
+    })?;
     let resolved = &pulled.resolved;
     let descriptor = Descriptor::new(
         MediaType::from(resolved.media_type.as_str()),
@@ -312,6 +319,8 @@ pub(crate) struct PullingProvider {
     pub(crate) client: RegistryClient,
     /// Progress lines go here (stderr), one per pulled image.
     pub(crate) quiet: bool,
+    /// The build's cancel flag: a pull in progress stops when it is raised.
+    pub(crate) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl ImageProvider for PullingProvider {
@@ -353,7 +362,15 @@ impl ImageProvider for PullingProvider {
             eprintln!("pulling {name}");
         }
         let progress = (!self.quiet).then(|| TransferProgress::new("pulled"));
-        match pull_into_store(&self.client, &self.store, &parsed, platform, progress) {
+        let cancel = self.cancel.clone();
+        match pull_into_store(
+            &self.client,
+            &self.store,
+            &parsed,
+            platform,
+            progress,
+            cancel,
+        ) {
             Ok((name, descriptor)) => Ok(Some(ProvidedImage { name, descriptor })),
             // With --pull and no registry reachable, the local image still serves.
             Err(_) if local.is_some() => {

@@ -333,9 +333,11 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         store: store.clone(),
         client: args.registry.client()?,
         quiet: mode == ProgressMode::Quiet,
+        cancel: Some(cancel.clone()),
     };
     let fetcher = crate::fetch::HttpFetcher {
         tls_ca: args.registry.tls_ca.clone(),
+        cancel: Some(cancel.clone()),
     };
     // Installed only now: until here the default action (forge ends at once) loses nothing.
     let interrupts = Interrupts::install(&cancel)?;

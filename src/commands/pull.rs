@@ -49,7 +49,8 @@ pub(crate) fn run_pull(globals: &Globals, args: PullArgs) -> anyhow::Result<Exit
     let client = args.registry.client()?;
     eprintln!("pulling {}", reference);
     let progress = Some(TransferProgress::new("pulled"));
-    let (name, descriptor) = pull_into_store(&client, &store, &reference, &platform, progress)?;
+    let (name, descriptor) =
+        pull_into_store(&client, &store, &reference, &platform, progress, None)?;
     eprintln!("pulled {} ({})", familiar_name(&name), descriptor.digest());
     println!("{}", descriptor.digest());
     Ok(ExitCode::SUCCESS)

@@ -430,9 +430,9 @@ forgetest!(forge_run_ctrl_c_ends_an_untrapping_process, |t| {
     );
 });
 
-// A second Ctrl-C ends forge at once even when the first cannot unwind the build: here an
-// `ADD <url>` download from a server that never answers holds the only step.
-forgetest!(a_second_ctrl_c_exits_at_once, |t| {
+// A download races against the cancel flag: Ctrl-C stops an `ADD <url>` from a server that
+// accepted the connection and never answers, without a second signal.
+forgetest!(ctrl_c_stops_a_stalled_download, |t| {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
     let (connected, accepted) = mpsc::channel();
@@ -451,15 +451,9 @@ forgetest!(a_second_ctrl_c_exits_at_once, |t| {
         panic!("forge never requested the URL");
     }
     build.signal("INT");
-    // The precondition of this test: the first signal alone does not end the stuck build.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        build.child.try_wait().unwrap().is_none(),
-        "forge ended on the first SIGINT; the stuck download did not hold it"
-    );
-    build.signal("INT");
-    let (code, log) = build.finish("a second SIGINT", HANG_GUARD);
+    let (code, log) = build.finish("one SIGINT", HANG_GUARD);
     assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("forge: build cancelled"), "{log}");
     let mounts = mounts_under(t.root());
     assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
 });
