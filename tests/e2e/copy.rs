@@ -3,6 +3,7 @@
 use std::os::unix::fs::symlink;
 
 use crate::forgetest;
+use crate::harness::TestEnv;
 
 forgetest!(copy_sources_wildcards_and_destinations, |t| {
     t.write("a.txt", "A\n");
@@ -362,16 +363,7 @@ forgetest!(
         assert!(!incremental.step("COPY src/").cached, "{}", incremental.log);
 
         // The rerun COPY shares the unchanged files' inodes with the first one, not the changed one.
-        let copies = |rel: &str| -> Vec<u64> {
-            let snapshots = t.root().join("v1/snapshots");
-            let mut inodes: Vec<u64> = std::fs::read_dir(&snapshots)
-                .unwrap()
-                .filter_map(|e| std::fs::metadata(e.unwrap().path().join("fs/app").join(rel)).ok())
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                .collect();
-            inodes.sort();
-            inodes
-        };
+        let copies = |rel: &str| snapshot_inodes(t, &format!("app/{rel}"));
         let unchanged = copies("d1/f1.txt");
         assert_eq!(unchanged.len(), 2, "two COPY snapshots hold d1/f1.txt");
         assert_eq!(
@@ -386,6 +378,66 @@ forgetest!(
         // Built from scratch, the same input gives the same image, byte for byte.
         let mut args = epoch.to_vec();
         args.extend(["--no-cache", "-t", "fresh:1"]);
+        let fresh = t.build_ok(&args);
+        assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
+    }
+);
+
+/// The inode of `rel` in every snapshot of the store that has it, sorted.
+fn snapshot_inodes(t: &TestEnv, rel: &str) -> Vec<u64> {
+    let snapshots = t.root().join("v1/snapshots");
+    let mut inodes: Vec<u64> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.unwrap().path().join("fs").join(rel)).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect();
+    inodes.sort();
+    inodes
+}
+
+// The usual Node.js shape: the manifest first, dependencies installed, then everything. The
+// last COPY merges into a WORKDIR that has files already; what it adds is still linked.
+forgetest!(
+    copy_dot_into_a_populated_workdir_links_unchanged_files,
+    |t| {
+        t.write("package.json", "{\"name\": \"app\"}\n");
+        for i in 0..10 {
+            t.write(&format!("lib/l{i}.txt"), &format!("lib {i}\n"));
+            t.write(&format!("src/s{i}.txt"), &format!("src {i}\n"));
+        }
+        t.dockerfile(
+            "FROM busybox:latest\n\
+         WORKDIR /app\n\
+         COPY package.json ./\n\
+         RUN mkdir node_modules && echo dep > node_modules/dep.js\n\
+         COPY . .\n\
+         RUN cat package.json src/s3.txt lib/l1.txt node_modules/dep.js > /joined\n",
+        );
+        let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+        t.build_ok(&epoch);
+        t.write("src/s3.txt", "src 3, edited\n");
+        let mut args = epoch.to_vec();
+        args.extend(["-t", "node:1"]);
+        let incremental = t.build_ok(&args);
+        let copy = incremental.step("COPY . .");
+        assert!(!copy.cached, "{}", incremental.log);
+        assert!(
+            incremental
+                .log
+                .contains("unchanged files linked from the last run"),
+            "{}",
+            incremental.log
+        );
+        let lib = snapshot_inodes(t, "app/lib/l1.txt");
+        assert_eq!(lib.len(), 2, "two COPY snapshots hold lib/l1.txt");
+        assert_eq!(lib[0], lib[1], "lib/l1.txt was linked, not copied");
+        assert_eq!(
+            t.sh("node:1", "cat /joined; ls /app"),
+            "{\"name\": \"app\"}\nsrc 3, edited\nlib 1\ndep\n\
+         Dockerfile\nlib\nnode_modules\npackage.json\nsrc\n"
+        );
+        let mut args = epoch.to_vec();
+        args.extend(["--no-cache", "-t", "node-fresh:1"]);
         let fresh = t.build_ok(&args);
         assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
     }

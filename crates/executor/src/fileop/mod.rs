@@ -170,15 +170,18 @@ pub enum Staged {
     Deferred(Box<DeferredCopy>),
 }
 
-/// A COPY of one directory into a directory that was new or empty in the merged rootfs. Its
-/// contents cannot merge with anything in the lower layers, so they can be written straight
-/// into the overlay's upper directory once the overlay is unmounted: no overlayfs on the
-/// write path, and unchanged files can be hardlinked from an earlier snapshot.
+/// A COPY of one directory into a directory, whose entries the target did not have yet. They
+/// cannot merge with anything in the lower layers, so they can be written straight into the
+/// overlay's upper directory once the overlay is unmounted: no overlayfs on the write path,
+/// and unchanged files can be hardlinked from an earlier snapshot. (Entries the target had are
+/// merged through the overlay by [`copy_or_defer`] itself.)
 #[derive(Debug)]
 pub struct DeferredCopy {
     spec: CopySpec,
     src_root: std::path::PathBuf,
     src: std::path::PathBuf,
+    /// The entries of `src` still to copy: those the target directory did not have.
+    names: Vec<std::ffi::OsString>,
     /// The target directory, relative to the merged rootfs (and so to the upperdir).
     target: std::path::PathBuf,
     chown: Option<owner::Owner>,
@@ -209,7 +212,7 @@ impl DeferredCopy {
         // Plain directories on the same filesystem: the entries can be written in parallel.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         copier
-            .copy_contents_parallel(&self.src, &target, threads)
+            .copy_contents_parallel(&self.src, &self.names, &target, threads)
             .map_err(|e| e.inside_rootfs(upper))?;
         Ok(copier.report)
     }
@@ -225,9 +228,10 @@ pub fn copy(spec: &CopySpec, src_root: &Path, dest_root: &Path) -> Result<CopyRe
     }
 }
 
-/// Like [`copy`], but a COPY of a single directory into a new or empty directory is only
-/// prepared: the caller unmounts the overlay at `dest_root` and calls
-/// [`DeferredCopy::finish`] with its upperdir.
+/// Like [`copy`], but a COPY of a single directory into a directory is only partly done: what
+/// the target already has is merged through `dest_root`, the new entries are left for the
+/// caller, who unmounts the overlay at `dest_root` and calls [`DeferredCopy::finish`] with its
+/// upperdir.
 pub fn copy_or_defer(
     spec: &CopySpec,
     src_root: &Path,
@@ -344,9 +348,26 @@ fn copy_trees(
                     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                         .map_err(error::io_err("chmod", &target))?;
                 }
-                let empty_dir =
-                    || std::fs::read_dir(&target).is_ok_and(|mut entries| entries.next().is_none());
-                if may_defer && single && is_dir && (created || empty_dir()) {
+                if may_defer && single && is_dir && (created || target.is_dir()) {
+                    // Entries the target already has (in a lower layer or the upper) are
+                    // merged through the overlay now; the rest cannot meet anything below and
+                    // are left for the upperdir.
+                    let mut new_names = Vec::new();
+                    for name in tree::sorted_names(&matched.host)? {
+                        let there = target.join(&name);
+                        if !created && std::fs::symlink_metadata(&there).is_ok() {
+                            let rel = name.to_string_lossy();
+                            copier.copy_entry(
+                                &matched.host.join(&name),
+                                &rel,
+                                &there,
+                                true,
+                                false,
+                            )?;
+                        } else {
+                            new_names.push(name);
+                        }
+                    }
                     if !created {
                         copy_up(&target)?;
                     }
@@ -355,6 +376,7 @@ fn copy_trees(
                         spec: spec.clone(),
                         src_root: src_root.to_path_buf(),
                         src: matched.host,
+                        names: new_names,
                         target: rel.to_path_buf(),
                         chown,
                         report: copier.report,

@@ -6,6 +6,7 @@
 //! replace what was there, directories refuse to merge into a non-directory.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -194,7 +195,7 @@ impl<'a> Copier<'a> {
 
     /// [`Copier::copy`]; `fresh` says `target`'s directory was created by this copy just now,
     /// so nothing can be in the way.
-    fn copy_entry(
+    pub(crate) fn copy_entry(
         &mut self,
         src: &Path,
         rel: &str,
@@ -294,23 +295,22 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Copies the entries of directory `src` into the existing directory `target` on up to
-    /// `threads` threads, each taking every n-th entry; `target` keeps its own metadata, as
+    /// Copies the entries `names` of directory `src` into the existing directory `target` on up
+    /// to `threads` threads, each taking every n-th entry; `target` keeps its own metadata, as
     /// [`Copier::copy`] leaves a top-level directory that exists. What each entry becomes does
     /// not depend on which thread copies it.
     pub(crate) fn copy_contents_parallel(
         &mut self,
         src: &Path,
+        names: &[OsString],
         target: &Path,
         threads: usize,
     ) -> Result<(), FileOpError> {
-        let names = sorted_names(src)?;
         let threads = threads.clamp(1, names.len().max(1));
         let reports = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|first| {
                     let mut copier = self.worker();
-                    let names = &names;
                     scope.spawn(move || {
                         for name in names.iter().skip(first).step_by(threads) {
                             let rel = name.to_string_lossy();
@@ -441,7 +441,7 @@ impl<'a> Copier<'a> {
 }
 
 /// The names in directory `dir`, sorted by their bytes (the order copies are made in).
-fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, FileOpError> {
+pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<OsString>, FileOpError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err("read directory", dir))?
         .map(|e| e.map(|e| e.file_name()))

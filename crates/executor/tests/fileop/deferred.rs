@@ -85,11 +85,10 @@ fn a_deferred_copy_makes_the_same_tree_as_a_plain_copy() {
 }
 
 #[test]
-fn only_one_directory_into_a_new_or_empty_directory_is_deferred() {
+fn only_one_directory_into_a_directory_is_deferred() {
     let t = trees();
     context(&t);
     write(&t.src, "top.txt", "top");
-    write(&t.dest, "full/existing", "x");
     fs::create_dir_all(t.dest.join("empty")).unwrap();
     let opts = CopyOptions::default();
     let done = |s: CopySpec| {
@@ -101,15 +100,37 @@ fn only_one_directory_into_a_new_or_empty_directory_is_deferred() {
         "a file is copied at once"
     );
     assert!(done(spec(&["app", "top.txt"], "/two/")), "two sources");
-    assert!(
-        done(spec(&["app"], "/full")),
-        "a non-empty directory merges"
-    );
     let staged = copy_or_defer(&spec(&["app"], "/empty"), &t.src, &t.dest, &opts).unwrap();
     deferred(staged).finish(&t.dest, &opts).unwrap();
     assert_eq!(read(&t.dest, "empty/sub/b.txt"), "beta");
-    assert_eq!(read(&t.dest, "full/existing"), "x");
+}
+
+#[test]
+fn what_the_target_has_is_merged_at_once_and_the_rest_deferred() {
+    let t = trees();
+    context(&t);
+    write(&t.dest, "full/existing", "x");
+    write(&t.dest, "full/sub/old.txt", "old");
+    let opts = CopyOptions::default();
+    let staged = copy_or_defer(&spec(&["app"], "/full"), &t.src, &t.dest, &opts).unwrap();
+    let d = deferred(staged);
+    // sub/ was there: merged now, through the rootfs.
+    assert_eq!(read(&t.dest, "full/sub/b.txt"), "beta");
     assert_eq!(read(&t.dest, "full/sub/deeper/c.txt"), "gamma");
+    assert!(
+        !t.dest.join("full/a.txt").exists(),
+        "a.txt is left for finish"
+    );
+    d.finish(&t.dest, &opts).unwrap();
+    assert_eq!(read(&t.dest, "full/a.txt"), "alpha");
+    assert_eq!(read(&t.dest, "full/existing"), "x");
+    assert_eq!(read(&t.dest, "full/sub/old.txt"), "old");
+    // The same as a plain copy into the same tree.
+    let plain = t.outer.join("plain");
+    write(&plain, "full/existing", "x");
+    write(&plain, "full/sub/old.txt", "old");
+    copy(&spec(&["app"], "/full"), &t.src, &plain).unwrap();
+    assert_eq!(snapshot(&t.dest), snapshot(&plain));
 }
 
 /// Offers the file at the same place in an earlier tree, for every path listed.
