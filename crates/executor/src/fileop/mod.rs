@@ -182,6 +182,9 @@ pub struct DeferredCopy {
     src: std::path::PathBuf,
     /// The entries of `src` still to copy: those the target directory did not have.
     names: Vec<std::ffi::OsString>,
+    /// Multiply-linked sources already copied through the overlay (paths relative to its
+    /// root, which are the upperdir's too), so their other names are linked to them.
+    first_copies: tree::FirstCopies,
     /// The target directory, relative to the merged rootfs (and so to the upperdir).
     target: std::path::PathBuf,
     chown: Option<owner::Owner>,
@@ -206,7 +209,8 @@ impl DeferredCopy {
             &excludes,
         )
         .with_ignore(&ignore, &self.src_root)
-        .with_options(opts, Some(upper), instruction(&self.spec));
+        .with_options(opts, Some(upper), instruction(&self.spec))
+        .with_first_copies(upper, self.first_copies);
         copier.report = self.report;
         let target = upper.join(&self.target);
         // Plain directories on the same filesystem: the entries can be written in parallel.
@@ -377,6 +381,7 @@ fn copy_trees(
                         src_root: src_root.to_path_buf(),
                         src: matched.host,
                         names: new_names,
+                        first_copies: copier.first_copies_below(dest_root),
                         target: rel.to_path_buf(),
                         chown,
                         report: copier.report,

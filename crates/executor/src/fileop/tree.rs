@@ -27,7 +27,7 @@ use super::{CopyOptions, CopyReport, Reuse};
 const SKIPPED_XATTR_PREFIX: &str = "trusted.overlay.";
 
 /// (dev, ino) -> (first copy, whether it is an earlier snapshot's inode).
-type FirstCopies = HashMap<(u64, u64), (PathBuf, bool)>;
+pub(crate) type FirstCopies = HashMap<(u64, u64), (PathBuf, bool)>;
 
 /// Copies trees with one COPY's owner, mode and exclusion settings.
 #[derive(Debug)]
@@ -335,6 +335,27 @@ impl<'a> Copier<'a> {
             self.report.add(&report?);
         }
         Ok(())
+    }
+
+    /// The first copies of multiply-linked sources, relative to `root` (where they were made).
+    pub(crate) fn first_copies_below(&self, root: &Path) -> FirstCopies {
+        lock(&self.inodes)
+            .iter()
+            .filter_map(|(k, (path, shared))| {
+                let rel = path.strip_prefix(root).ok()?;
+                Some((*k, (rel.to_path_buf(), *shared)))
+            })
+            .collect()
+    }
+
+    /// Takes first copies made by an earlier copier, relative to `root` (where they are now).
+    pub(crate) fn with_first_copies(self, root: &Path, firsts: FirstCopies) -> Self {
+        lock(&self.inodes).extend(
+            firsts
+                .into_iter()
+                .map(|(k, (rel, shared))| (k, (root.join(rel), shared))),
+        );
+        self
     }
 
     /// A copier with the same settings and hardlink map, and a report of its own.

@@ -111,6 +111,8 @@ fn what_the_target_has_is_merged_at_once_and_the_rest_deferred() {
     context(&t);
     write(&t.dest, "full/existing", "x");
     write(&t.dest, "full/sub/old.txt", "old");
+    // A hardlink with one name in the merged part and one in the deferred part.
+    fs::hard_link(t.src.join("app/sub/b.txt"), t.src.join("app/zz-b.txt")).unwrap();
     let opts = CopyOptions::default();
     let staged = copy_or_defer(&spec(&["app"], "/full"), &t.src, &t.dest, &opts).unwrap();
     let d = deferred(staged);
@@ -125,6 +127,8 @@ fn what_the_target_has_is_merged_at_once_and_the_rest_deferred() {
     assert_eq!(read(&t.dest, "full/a.txt"), "alpha");
     assert_eq!(read(&t.dest, "full/existing"), "x");
     assert_eq!(read(&t.dest, "full/sub/old.txt"), "old");
+    let linked = meta(&t.dest, "full/zz-b.txt");
+    assert_eq!(linked.ino(), meta(&t.dest, "full/sub/b.txt").ino());
     // The same as a plain copy into the same tree.
     let plain = t.outer.join("plain");
     write(&plain, "full/existing", "x");
