@@ -379,6 +379,11 @@ forgetest!(
         let mut args = epoch.to_vec();
         args.extend(["--no-cache", "-t", "fresh:1"]);
         let fresh = t.build_ok(&args);
+        assert!(
+            !fresh.log.contains("unchanged files linked"),
+            "--no-cache linked files from an earlier build:\n{}",
+            fresh.log
+        );
         assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
     }
 );
@@ -439,6 +444,11 @@ forgetest!(
         let mut args = epoch.to_vec();
         args.extend(["--no-cache", "-t", "node-fresh:1"]);
         let fresh = t.build_ok(&args);
+        assert!(
+            !fresh.log.contains("unchanged files linked"),
+            "--no-cache linked files from an earlier build:\n{}",
+            fresh.log
+        );
         assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
     }
 );

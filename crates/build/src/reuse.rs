@@ -39,15 +39,24 @@ pub(crate) struct CopyReuse<'t> {
 }
 
 impl<'t> CopyReuse<'t> {
-    /// Loads the family's last index, if it and its snapshot are still there.
-    pub(crate) fn load(store: &Store, family: &CacheKey, tree: &'t ContextTree) -> Self {
-        let earlier = store.get_record(family).ok().flatten().and_then(|record| {
-            let snapshot = record.snapshot?;
-            let root = store.snapshot_fs(&snapshot).ok()?;
-            let files: HashMap<String, String> =
-                serde_json::from_value(record.payload.get("files")?.clone()).ok()?;
-            Some((root, files))
-        });
+    /// Loads the family's last index, if it and its snapshot are still there and `link` allows
+    /// linking from it; either way this copy's index is kept for the next one.
+    pub(crate) fn load(
+        store: &Store,
+        family: &CacheKey,
+        tree: &'t ContextTree,
+        link: bool,
+    ) -> Self {
+        let earlier = link
+            .then(|| store.get_record(family).ok().flatten())
+            .flatten()
+            .and_then(|record| {
+                let snapshot = record.snapshot?;
+                let root = store.snapshot_fs(&snapshot).ok()?;
+                let files: HashMap<String, String> =
+                    serde_json::from_value(record.payload.get("files")?.clone()).ok()?;
+                Some((root, files))
+            });
         CopyReuse {
             tree,
             earlier,

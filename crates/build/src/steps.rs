@@ -428,7 +428,9 @@ impl Solver<'_> {
             _ => None,
         }
         .filter(|t| t.root() == src_root);
-        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t));
+        // --no-cache means nothing from earlier builds, linked files included.
+        let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
+        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t, !bypass));
         let opts = CopyOptions {
             cancel: Some(&self.in_flight.cancel),
             reuse: reuse.as_ref().map(|r| r as &dyn forge_executor::Reuse),
