@@ -179,7 +179,12 @@ fn reuse_links_only_files_whose_metadata_matches_and_never_changes_them() {
     .unwrap();
     let reuse = Earlier {
         root: earlier.clone(),
-        offered: vec!["app/a-again.txt", "app/sub/b.txt", "app/sub/deeper/c.txt"],
+        offered: vec![
+            "app/a-again.txt",
+            "app/a.txt",
+            "app/sub/b.txt",
+            "app/sub/deeper/c.txt",
+        ],
         wrote: Mutex::new(Vec::new()),
     };
     let opts = CopyOptions {
@@ -189,7 +194,8 @@ fn reuse_links_only_files_whose_metadata_matches_and_never_changes_them() {
     let staged = copy_or_defer(&s, &t.src, &t.dest, &opts).unwrap();
     let report = deferred(staged).finish(&t.dest, &opts).unwrap();
 
-    // a-again.txt is linked to the earlier file; a.txt, its hardlink in the context, to it.
+    // Whichever of a.txt and a-again.txt (hardlinks in the context) is copied first, on
+    // whichever thread, is linked to the earlier file, and the other name to it.
     assert_eq!((report.reused, report.hardlinks), (1, 1), "{report:?}");
     let (old_a, new_a) = (meta(&earlier, "app/a.txt"), meta(&t.dest, "app/a.txt"));
     assert_eq!(old_a.ino(), new_a.ino(), "a.txt is linked");
