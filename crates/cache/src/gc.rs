@@ -94,6 +94,29 @@ struct RecordScan {
     last_used: u64,
 }
 
+/// What garbage collection reads of a record: what it refers to and its description. The
+/// payload is skipped unparsed (a COPY's reuse index is megabytes of it).
+#[derive(serde::Deserialize)]
+struct RecordRefs {
+    #[serde(default)]
+    snapshot: Option<SnapshotId>,
+    #[serde(default)]
+    layer_blob: Option<Digest>,
+    #[serde(default)]
+    description: String,
+}
+
+impl From<RecordRefs> for CacheRecord {
+    fn from(r: RecordRefs) -> Self {
+        CacheRecord {
+            snapshot: r.snapshot,
+            layer_blob: r.layer_blob,
+            description: r.description,
+            ..CacheRecord::default()
+        }
+    }
+}
+
 /// Everything on disk, read once.
 struct Scan {
     images: Vec<ImageEntry>,
@@ -139,7 +162,8 @@ impl Store {
             };
             let record = fs::read(&path)
                 .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+                .and_then(|b| serde_json::from_slice::<RecordRefs>(&b).ok())
+                .map(CacheRecord::from);
             records.push(RecordScan {
                 key,
                 record,
