@@ -479,3 +479,38 @@ forgetest!(a_cancelled_step_is_not_remembered, |t| {
         );
     }
 });
+
+/// Waits until no process runs `sleep <seconds>`, up to the hang guard.
+fn sleepers_gone(seconds: &str) -> Vec<String> {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let left = sleepers(seconds);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// forge killed outright (SIGKILL: no handler, no unwinding) takes its running step with it:
+/// the native helper dies with forge (PDEATHSIG) and the step's pid namespace with the helper.
+/// (A runc container outlives `runc run`, so the runc backend cannot promise this yet.)
+fn sigkill_takes_the_step_along(t: &TestEnv, runtime: &str, seconds: &str) {
+    t.dockerfile(&format!(
+        "FROM busybox\nRUN echo started-$((2000 + 2)) && sleep {seconds}\n"
+    ));
+    let mut build = Background::build(t, &["--runtime", runtime]);
+    build.wait_for("started-2002");
+    assert!(!sleepers(seconds).is_empty(), "the step is not running");
+    build.signal("KILL");
+    let (code, log) = build.finish("SIGKILL", HANG_GUARD);
+    assert_eq!(code, None, "forge was not killed:\n{log}");
+    let left = sleepers_gone(seconds);
+    assert!(left.is_empty(), "the step outlives forge: {left:?}");
+    let mounts = mounts_under(t.root());
+    assert!(mounts.is_empty(), "mounts left under the store: {mounts:?}");
+}
+
+forgetest!(sigkill_takes_a_native_step_along, |t| {
+    sigkill_takes_the_step_along(t, "native", "3611");
+});
