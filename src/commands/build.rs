@@ -188,6 +188,8 @@ fn parse_memory(text: &str) -> anyhow::Result<u64> {
 pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Mounts made for COPY and WORKDIR must vanish with this process, however it ends.
     forge_build::isolate_mounts().context("forge build needs root (mount namespaces)")?;
+    // Steps a SIGKILLed forge left running (runc containers outlive `runc run`) go now.
+    forge_executor::reap_orphans();
     let store = std::sync::Arc::new(
         Store::open(&globals.root)
             .with_context(|| format!("opening the store at {}", globals.root.display()))?,

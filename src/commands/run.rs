@@ -62,6 +62,8 @@ fn run_inner(globals: &Globals, args: RunArgs) -> anyhow::Result<i32> {
     // The runc backend mounts the container's rootfs in forge's own namespace: private, so
     // those mounts vanish with forge however it ends, as `forge build`'s do.
     forge_build::isolate_mounts().context("forge run needs root (mount namespaces)")?;
+    // Steps a SIGKILLed forge left running (runc containers outlive `runc run`) go now.
+    forge_executor::reap_orphans();
     let store = Store::open(&globals.root)?;
     let name = canonical_name(&args.image)
         .with_context(|| format!("invalid image name {:?}", args.image))?;

@@ -492,9 +492,8 @@ fn sleepers_gone(seconds: &str) -> Vec<String> {
     }
 }
 
-/// forge killed outright (SIGKILL: no handler, no unwinding) takes its running step with it:
-/// the native helper dies with forge (PDEATHSIG) and the step's pid namespace with the helper.
-/// (A runc container outlives `runc run`, so the runc backend cannot promise this yet.)
+/// forge killed outright (SIGKILL: no handler, no unwinding) takes its running native step
+/// with it: the helper dies with forge (PDEATHSIG) and the step's pid namespace with it.
 fn sigkill_takes_the_step_along(t: &TestEnv, runtime: &str, seconds: &str) {
     t.dockerfile(&format!(
         "FROM busybox\nRUN echo started-$((2000 + 2)) && sleep {seconds}\n"
@@ -514,3 +513,29 @@ fn sigkill_takes_the_step_along(t: &TestEnv, runtime: &str, seconds: &str) {
 forgetest!(sigkill_takes_a_native_step_along, |t| {
     sigkill_takes_the_step_along(t, "native", "3611");
 });
+
+// A runc container outlives `runc run`, so a SIGKILLed forge leaves it running; the next forge
+// finds its cgroup, named after the dead forge, and kills it.
+forgetest!(
+    the_next_forge_reaps_a_runc_step_a_sigkilled_forge_left,
+    |t| {
+        t.dockerfile("FROM busybox\nRUN echo started-$((2000 + 2)) && sleep 3612\n");
+        let mut build = Background::build(t, &["--runtime", "runc"]);
+        build.wait_for("started-2002");
+        let pid = build.pid();
+        build.signal("KILL");
+        let (code, log) = build.finish("SIGKILL", HANG_GUARD);
+        assert_eq!(code, None, "forge was not killed:\n{log}");
+        // The container is left running now (another test's forge, starting meanwhile, may
+        // already reap it, so this is not asserted); the next forge must leave nothing of it.
+        t.dockerfile("FROM busybox\nRUN true\n");
+        t.build_ok(&[]);
+        let left = sleepers("3612");
+        assert!(
+            left.is_empty(),
+            "the orphaned container still runs: {left:?}"
+        );
+        let cgroups = cgroups_of(pid);
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    }
+);

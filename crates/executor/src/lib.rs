@@ -10,6 +10,7 @@ mod init;
 mod layer;
 mod mounts;
 mod native;
+mod orphans;
 mod output;
 mod process;
 mod runc;
@@ -24,6 +25,7 @@ pub use fileop::{
     CopyReport, CopySource, CopySpec, DeferredCopy, FileOpError, Reuse, Staged,
 };
 pub use init::{sandbox_init_main, SANDBOX_INIT_ARG};
+pub use orphans::reap_orphans;
 pub use sandbox::run;
 pub use spec::{
     ExitKind, MountSpec, NetworkMode, ResourceLimits, RunOutcome, Runtime, SandboxConfig,
