@@ -452,3 +452,43 @@ forgetest!(
         assert_eq!(fresh.id, incremental.id, "{}", fresh.log);
     }
 );
+
+// A COPY that reruns because a step before it changed copies nothing it copied last time.
+forgetest!(a_copy_after_a_changed_step_links_every_file, |t| {
+    for i in 0..12 {
+        t.write(&format!("src/m{i}.txt"), &format!("module {i}\n"));
+    }
+    t.dockerfile(
+        "FROM busybox:latest\n\
+         ARG DEPS=1\n\
+         RUN echo deps $DEPS > /deps\n\
+         COPY src/ /src/\n",
+    );
+    t.build_ok(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    let args = [
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+        "--build-arg",
+        "DEPS=2",
+    ];
+    let mut tagged = args.to_vec();
+    tagged.extend(["-t", "deps:2"]);
+    let rebuilt = t.build_ok(&tagged);
+    let copy = rebuilt.step("COPY src/");
+    assert!(!copy.cached, "{}", rebuilt.log);
+    assert!(
+        rebuilt
+            .log
+            .contains("12 unchanged files linked from the last run of this step, 0 copied"),
+        "{}",
+        rebuilt.log
+    );
+    assert_eq!(
+        t.sh("deps:2", "cat /deps /src/m7.txt"),
+        "deps 2\nmodule 7\n"
+    );
+    let mut fresh = args.to_vec();
+    fresh.extend(["--no-cache", "-t", "deps-fresh:2"]);
+    let fresh = t.build_ok(&fresh);
+    assert_eq!(fresh.id, rebuilt.id, "{}", fresh.log);
+});

@@ -1,30 +1,36 @@
-//! Incremental COPY: when one file of a copied directory changes, the COPY misses the cache and
-//! runs again, but the other files are the same as last time. Each COPY from a build context
+//! Incremental COPY: when a COPY runs again, because one of its files changed or because a step
+//! before it did, most of its files are the same as last time. Each COPY from a build context
 //! leaves an index beside its cache record (target path -> the context digest of the file it
-//! was copied from), keyed by the op's family: its definition and inputs without the file
-//! contents, which is what stays the same between two builds of one project. The next run of
-//! that family hardlinks every file whose digest is unchanged from the earlier snapshot
-//! instead of copying it.
+//! was copied from), keyed by the op's family: the instruction as planned (sources,
+//! destination, workdir, flags) and the context directory, not its inputs, so the family stays
+//! the same when a file or an earlier step changes. The next run of that family hardlinks
+//! every file whose digest is unchanged from the earlier snapshot instead of copying it.
 //!
-//! Sharing inodes between snapshots is safe because snapshots are never written after they are
-//! committed: overlayfs copies a lower file up before changing it, and the copier never sets
-//! metadata on a linked file. The copier also checks size, mtime, mode and owner before it
-//! links, so the file is exactly what a fresh copy would make; the digest vouches for content
-//! and xattrs. A pruned earlier snapshot just means the link fails and the file is copied.
+//! The family only picks which snapshot to look in; what is linked is decided per file, so a
+//! candidate from a different base is as safe as one from the same: the copier checks size,
+//! mtime, mode and owner before it links (the file is exactly what a fresh copy would make),
+//! and the digest vouches for content and xattrs. Sharing inodes between snapshots is safe
+//! because snapshots are never written after they are committed: overlayfs copies a lower file
+//! up before changing it, and the copier never sets metadata on a linked file. A pruned
+//! earlier snapshot just means the link fails and the file is copied.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use forge_cache::{CacheKey, CacheRecord, ContextTree, SnapshotId, Store};
+use forge_planner::OpKind;
 
 use crate::error::BuildError;
 use crate::images::lock;
 
-/// The record key of a COPY family's reuse index.
-pub(crate) fn family_key(definition_and_inputs: CacheKey) -> CacheKey {
-    CacheKey::builder("copy-reuse/v1")
-        .input(&definition_and_inputs)
+/// The record key of a COPY family's reuse index: the op's own definition (not its inputs)
+/// and the directory it copies from.
+pub(crate) fn family_key(kind: &OpKind, context: &Path) -> CacheKey {
+    let definition = serde_json::to_string(kind).unwrap_or_default();
+    CacheKey::builder("copy-reuse/v2")
+        .extra("op", definition.as_bytes())
+        .extra("context", context.as_os_str().as_encoded_bytes())
         .finish()
 }
 

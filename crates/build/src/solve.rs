@@ -300,7 +300,7 @@ impl Solver<'_> {
         }
     }
 
-    pub(crate) fn key_builder(&self, op: &Op, inputs: &[State]) -> forge_cache::CacheKeyBuilder {
+    fn key_builder(&self, op: &Op, inputs: &[State]) -> forge_cache::CacheKeyBuilder {
         let link = is_link(op);
         // The planner's digest covers the inputs' digests, the base image's included; a
         // --link layer is keyed by its own definition and its non-base inputs instead.

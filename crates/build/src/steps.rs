@@ -420,7 +420,6 @@ impl Solver<'_> {
         };
         let draft = self.store.prepare_snapshot()?;
         // A copy from a context tree can hardlink what the last run of this COPY copied.
-        let family = reuse::family_key(self.key_builder(op, inputs).finish());
         let tree = match (&file.from, no_local) {
             (_, true) => None,
             (SourceRef::Context, _) => self.tree.as_ref(),
@@ -428,6 +427,7 @@ impl Solver<'_> {
             _ => None,
         }
         .filter(|t| t.root() == src_root);
+        let family = reuse::family_key(&op.kind, &src_root);
         // --no-cache means nothing from earlier builds, linked files included.
         let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
         let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t, !bypass));
