@@ -11,6 +11,7 @@ mod cancel;
 mod config;
 mod copy;
 mod images;
+mod incremental;
 mod more;
 mod mounts;
 mod named_contexts;
