@@ -56,11 +56,11 @@ impl<'t> CopyReuse<'t> {
         let earlier = link
             .then(|| store.get_record(family).ok().flatten())
             .flatten()
-            .and_then(|record| {
+            .and_then(|mut record| {
                 let snapshot = record.snapshot?;
                 let root = store.snapshot_fs(&snapshot).ok()?;
-                let files: HashMap<String, String> =
-                    serde_json::from_value(record.payload.get("files")?.clone()).ok()?;
+                let files = record.payload.get_mut("files")?.take();
+                let files: HashMap<String, String> = serde_json::from_value(files).ok()?;
                 Some((root, files))
             });
         CopyReuse {

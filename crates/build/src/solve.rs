@@ -402,7 +402,7 @@ impl Solver<'_> {
         } else {
             key
         };
-        let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
+        let bypass = self.cache_bypassed(op);
         let _claim = (!bypass).then(|| self.in_flight.claim(key));
         if !bypass {
             // A --link layer already rebased onto this base is recorded under the state key.
@@ -513,6 +513,12 @@ impl Solver<'_> {
             },
         )?;
         Ok(rebased)
+    }
+
+    /// Whether `--no-cache` (or `--no-cache-filter` naming its stage) keeps `op` from anything
+    /// earlier builds made.
+    pub(crate) fn cache_bypassed(&self, op: &Op) -> bool {
+        self.req.no_cache || self.no_cache_stages.contains(&op.stage)
     }
 
     fn fail(&self, op: &Op, start: Instant, err: BuildError) -> BuildError {

@@ -429,8 +429,8 @@ impl Solver<'_> {
         .filter(|t| t.root() == src_root);
         let family = reuse::family_key(&op.kind, &src_root);
         // --no-cache means nothing from earlier builds, linked files included.
-        let bypass = self.req.no_cache || self.no_cache_stages.contains(&op.stage);
-        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t, !bypass));
+        let link = !self.cache_bypassed(op);
+        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t, link));
         let opts = CopyOptions {
             cancel: Some(&self.in_flight.cancel),
             reuse: reuse.as_ref().map(|r| r as &dyn forge_executor::Reuse),
