@@ -8,13 +8,13 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::cgroups::StepCgroup;
 use crate::error::ExecError;
 use crate::init::{InitRequest, Report, SANDBOX_INIT_ARG};
 use crate::mounts::{EtcFiles, MountTrace, RunLayout};
 use crate::output::pump;
+use crate::sandbox::watch_cancel;
 use crate::spec::{ExitKind, SandboxConfig, SandboxSpec, Stream};
 
 /// What a backend hands back: the mount points it made and how the step ended.
@@ -151,28 +151,4 @@ fn interpret(
             },
         }),
     }
-}
-
-/// Watches a step's cancel flag on its own thread until the step is `finished`: once `cancel`
-/// is set, calls `stop` every 20 ms until it reports success (a runc container may not exist
-/// yet when the flag is set) or the step finishes. Joining the handle says whether the step was
-/// cancelled. Shared by both backends, so they stop steps the same way.
-pub(crate) fn watch_cancel(
-    cancel: Arc<AtomicBool>,
-    finished: Arc<AtomicBool>,
-    mut stop: impl FnMut() -> bool + Send + 'static,
-) -> std::thread::JoinHandle<bool> {
-    std::thread::spawn(move || {
-        let mut cancelled = false;
-        while !finished.load(Ordering::SeqCst) {
-            if cancel.load(Ordering::SeqCst) {
-                cancelled = true;
-                if stop() {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        cancelled
-    })
 }

@@ -22,9 +22,10 @@ use crate::mounts::{
     bind_source, ensure_target, mount_overlay, MountTrace, RunLayout, TargetKind, ETC_FILES,
     MASKED_PATHS, READONLY_PATHS,
 };
-use crate::native::{watch_cancel, BackendResult};
+use crate::native::BackendResult;
 use crate::output::pump;
 use crate::process::{create_workdir, nofile_limit, ALL_CAPS, CAP_NAMES, DEFAULT_CAPS};
+use crate::sandbox::watch_cancel;
 use crate::spec::{ExitKind, MountSpec, SandboxConfig, SandboxSpec, SecurityMode, Stream};
 use crate::syscall::{FileKind, LinuxSyscall, Syscall};
 use crate::user::{resolve_user, Identity};

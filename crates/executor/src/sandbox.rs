@@ -4,7 +4,9 @@
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -270,4 +272,28 @@ pub(crate) fn step_env(spec: &SandboxSpec) -> Vec<String> {
         }
     }
     env
+}
+
+/// Watches a step's cancel flag on its own thread until the step is `finished`: once `cancel`
+/// is set, calls `stop` every 20 ms until it reports success (a runc container may not exist
+/// yet when the flag is set) or the step finishes. Joining the handle says whether the step was
+/// cancelled. Shared by both backends, so they stop steps the same way.
+pub(crate) fn watch_cancel(
+    cancel: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+    mut stop: impl FnMut() -> bool + Send + 'static,
+) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let mut cancelled = false;
+        while !finished.load(Ordering::SeqCst) {
+            if cancel.load(Ordering::SeqCst) {
+                cancelled = true;
+                if stop() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cancelled
+    })
 }

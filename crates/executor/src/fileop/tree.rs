@@ -30,7 +30,7 @@ const SKIPPED_XATTR_PREFIX: &str = "trusted.overlay.";
 pub(crate) type FirstCopies = HashMap<(u64, u64), (PathBuf, bool)>;
 
 /// Copies trees with one COPY's owner, mode and exclusion settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Copier<'a> {
     chown: Option<Owner>,
     keep_source_owner: bool,
@@ -361,16 +361,8 @@ impl<'a> Copier<'a> {
     /// A copier with the same settings and hardlink map, and a report of its own.
     fn worker(&self) -> Copier<'a> {
         Copier {
-            chown: self.chown,
-            keep_source_owner: self.keep_source_owner,
-            chmod: self.chmod,
-            excludes: self.excludes,
-            ignore: self.ignore,
-            inodes: Arc::clone(&self.inodes),
-            cancel: self.cancel,
-            reuse: self.reuse,
-            instruction: self.instruction,
             report: CopyReport::default(),
+            ..self.clone()
         }
     }
 
