@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    client, make_image, pseudo_random, push_image, sha256, Auth, Fault, Proxy, Registry, TestCa,
-    TokenServer,
+    client, make_image, pseudo_random, push_image, sha256, try_push, Auth, Fault, Proxy, Registry,
+    TestCa, TokenServer,
 };
 use forge_registry::{
     BlobPush, BlobSink, ClientConfig, Credentials, DockerConfig, OciDir, Platform, PushOptions,
@@ -44,15 +44,7 @@ async fn push_then_pull_over_plain_http_is_byte_identical_and_skopeo_reads_it() 
     let c = client(tmp.path(), None);
     let target = reference(&registry.host, "team/app:1.0");
 
-    let report = c
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
-        .await
-        .unwrap();
+    let report = try_push(&c, &src, &image, &target).await.unwrap();
     assert_eq!(report.manifest_digest, image.manifest_digest);
     assert_eq!(report.blobs.len(), 3);
     assert!(
@@ -74,15 +66,7 @@ async fn push_then_pull_over_plain_http_is_byte_identical_and_skopeo_reads_it() 
     assert_same_blobs(&src, &dst, &all);
 
     // A second push finds everything there; a second pull reuses every blob.
-    let again = c
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
-        .await
-        .unwrap();
+    let again = try_push(&c, &src, &image, &target).await.unwrap();
     assert!(
         again.blobs.iter().all(|(_, b)| *b == BlobPush::Existed),
         "{again:?}"
@@ -122,13 +106,7 @@ async fn tls_with_a_test_ca() {
     // Without the CA the certificate is refused, and the error says so rather than falling
     // back to plain HTTP silently.
     let untrusting = client(tmp.path(), None);
-    let err = untrusting
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
+    let err = try_push(&untrusting, &src, &image, &target)
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Connect { .. }), "{err}");
@@ -143,14 +121,7 @@ async fn tls_with_a_test_ca() {
     );
 
     let c = client(tmp.path(), Some(&ca.ca_pem));
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &target,
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    try_push(&c, &src, &image, &target).await.unwrap();
     let dst = OciDir::create(tmp.path().join("dst")).unwrap();
     let pulled = c.pull(&target, &amd64(), &dst).await.unwrap();
     assert_eq!(pulled.resolved.digest, image.manifest_digest);
@@ -193,14 +164,7 @@ async fn htpasswd_basic_auth_and_the_401_message() {
     )
     .unwrap();
     let c = client(&cfg_dir, None);
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &target,
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    try_push(&c, &src, &image, &target).await.unwrap();
     let dst = OciDir::create(tmp.path().join("dst")).unwrap();
     c.pull(&target, &amd64(), &dst).await.unwrap();
     assert_same_blobs(&src, &dst, &image.layer_digests);
@@ -250,9 +214,7 @@ async fn bearer_tokens_with_scopes_and_a_mount_across_repositories() {
     .unwrap();
     let c = client(&cfg_dir, None);
     let base = reference(&registry.host, "base/img:1");
-    c.push(&src, &image.manifest_digest, &base, &PushOptions::default())
-        .await
-        .unwrap();
+    try_push(&c, &src, &image, &base).await.unwrap();
 
     let app = reference(&registry.host, "team/app:2");
     let options = PushOptions {
@@ -350,15 +312,7 @@ async fn chunked_upload_of_a_blob_over_64_mib() {
         "Docker's threshold is the default"
     );
     let target = reference(&registry.host, "big/img:1");
-    let report = c
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
-        .await
-        .unwrap();
+    let report = try_push(&c, &src, &image, &target).await.unwrap();
     let big_digest = &image.layer_digests[0];
     let outcome = &report
         .blobs
@@ -635,14 +589,7 @@ async fn an_expired_token_is_replaced_once_on_401() {
     })
     .unwrap();
     let target = reference(&registry.host, "exp/img:1");
-    c.push(
-        &src,
-        &image.manifest_digest,
-        &target,
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    try_push(&c, &src, &image, &target).await.unwrap();
     let push_scope = "repository:exp/img:pull,push".to_string();
     let seen = tokens.scopes_seen.lock().unwrap().clone();
     assert_eq!(
@@ -655,15 +602,7 @@ async fn an_expired_token_is_replaced_once_on_401() {
     let bad_tokens = TokenServer::start_with(None, usize::MAX);
     let registry = Registry::start(Auth::Token(&bad_tokens), None);
     let target = reference(&registry.host, "exp/img:1");
-    let err = c
-        .push(
-            &src,
-            &image.manifest_digest,
-            &target,
-            &PushOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = try_push(&c, &src, &image, &target).await.unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(
         err.to_string()

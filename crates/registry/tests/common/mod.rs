@@ -584,12 +584,21 @@ pub async fn push_image(
     repo: &str,
 ) -> forge_registry::PushReport {
     let target = forge_registry::Reference::parse(&format!("{host}/{repo}")).unwrap();
+    try_push(c, src, image, &target).await.unwrap()
+}
+
+/// Pushes `image` from `src` to `target` with default options, for tests of what can go wrong.
+pub async fn try_push(
+    c: &forge_registry::RegistryClient,
+    src: &OciDir,
+    image: &TestImage,
+    target: &forge_registry::Reference,
+) -> Result<forge_registry::PushReport, forge_registry::RegistryError> {
     c.push(
         src,
         &image.manifest_digest,
-        &target,
+        target,
         &forge_registry::PushOptions::default(),
     )
     .await
-    .unwrap()
 }
