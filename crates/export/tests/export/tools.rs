@@ -64,6 +64,12 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `skopeo inspect IMAGE` as JSON.
+fn skopeo_inspect(image: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo").arg("inspect").arg(image));
+    serde_json::from_str(&out).unwrap()
+}
+
 #[test]
 fn skopeo_and_umoci_read_the_oci_layout() {
     require_root();
@@ -84,19 +90,14 @@ fn skopeo_and_umoci_read_the_oci_layout() {
     )
     .unwrap();
 
-    let inspect = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:latest", layout.display())));
-    let value: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let value = skopeo_inspect(&format!("oci:{}:latest", layout.display()));
     assert_eq!(value["Architecture"], "amd64");
     assert_eq!(value["Layers"].as_array().unwrap().len(), 2);
     assert_eq!(
         value["Digest"],
         image.manifest_descriptor.digest().to_string()
     );
-    run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:other", layout.display())));
+    skopeo_inspect(&format!("oci:{}:other", layout.display()));
 
     let bundle = tmp.path().join("bundle");
     run(Command::new("umoci")
@@ -128,10 +129,7 @@ fn skopeo_reads_the_oci_archive() {
         &blobs,
     )
     .unwrap();
-    let inspect = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci-archive:{}:v1", archive.display())));
-    let value: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let value = skopeo_inspect(&format!("oci-archive:{}:v1", archive.display()));
     assert_eq!(
         value["Digest"],
         image.manifest_descriptor.digest().to_string()
@@ -151,10 +149,7 @@ fn skopeo_reads_and_copies_the_docker_archive() {
         &blobs,
     )
     .unwrap();
-    let inspect = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("docker-archive:{}", archive.display())));
-    let value: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let value = skopeo_inspect(&format!("docker-archive:{}", archive.display()));
     assert_eq!(value["Layers"].as_array().unwrap().len(), 2);
     assert_eq!(value["Architecture"], "amd64");
     // Copying out of it makes skopeo verify every layer against the config's diff_ids.
