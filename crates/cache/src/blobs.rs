@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Result, StoreError};
 use crate::fsutil;
 use crate::store::{LeaseItem, Store};
+use crate::uncached::UncachedWriter;
 
 /// A blob that is in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +34,31 @@ pub struct BlobInfo {
 pub struct BlobWriter<'s> {
     store: &'s Store,
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    out: Option<Out>,
     /// `None` once the hashing moved to a [`BlobHasher`] ([`BlobWriter::split_hasher`]).
     hasher: Option<Sha256>,
     size: u64,
-    /// Bytes of the file whose writeback was started.
-    writeback_started: u64,
+}
+
+/// Where a blob's bytes go.
+enum Out {
+    /// Through the page cache, with writeback started as it grows.
+    Cached {
+        file: BufWriter<File>,
+        /// Bytes of the file whose writeback was started.
+        writeback_started: u64,
+    },
+    /// Past it ([`Store::blob_writer_uncached`]).
+    Uncached(UncachedWriter),
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Out::Cached { .. } => "Cached",
+            Out::Uncached(_) => "Uncached",
+        })
+    }
 }
 
 /// Writes at least this long skip the writer's buffer (when it is empty): copying them into it
@@ -48,34 +68,60 @@ const DIRECT_WRITE: usize = 64 * 1024;
 /// Writeback is started after each this many bytes reach the file.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-impl Write for BlobWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().expect("open until commit");
+impl Out {
+    fn write(&mut self, buf: &[u8], size: u64) -> io::Result<usize> {
+        let (file, writeback_started) = match self {
+            Out::Uncached(out) => return out.write(buf),
+            Out::Cached {
+                file,
+                writeback_started,
+            } => (file, writeback_started),
+        };
         let n = if buf.len() >= DIRECT_WRITE && file.buffer().is_empty() {
             file.get_mut().write(buf)?
         } else {
             file.write(buf)?
         };
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(&buf[..n]);
-        }
-        self.size += n as u64;
-        let on_file = self.size - file.buffer().len() as u64;
-        if on_file - self.writeback_started >= WRITEBACK_STEP {
-            start_writeback(file.get_ref(), self.writeback_started, on_file);
-            self.writeback_started = on_file;
+        let on_file = size + n as u64 - file.buffer().len() as u64;
+        if on_file - *writeback_started >= WRITEBACK_STEP {
+            start_writeback(file.get_ref(), *writeback_started, on_file);
+            *writeback_started = on_file;
         }
         Ok(n)
     }
 
+    /// Writes out what is buffered and returns the file, not yet fsynced.
+    fn finish(self) -> io::Result<File> {
+        match self {
+            Out::Cached { file, .. } => file.into_inner().map_err(|e| e.into_error()),
+            Out::Uncached(out) => out.finish().map(|(file, _)| file),
+        }
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let out = self.out.as_mut().expect("open until commit");
+        let n = out.write(buf, self.size)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("open until commit").flush()
+        match self.out.as_mut().expect("open until commit") {
+            Out::Cached { file, .. } => file.flush(),
+            // Its pieces are written as they fill; the tail at commit.
+            Out::Uncached(_) => Ok(()),
+        }
     }
 }
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if self.out.is_some() {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -110,7 +156,7 @@ impl<'s> BlobWriter<'s> {
         hashed: u64,
         expected: Option<&Digest>,
     ) -> Result<BlobInfo> {
-        let mut file = self.file.take().expect("open until commit");
+        let out = self.out.take().expect("open until commit");
         let refuse = |path: &Path, err: StoreError| {
             let _ = fs::remove_file(path);
             Err(err)
@@ -138,13 +184,9 @@ impl<'s> BlobWriter<'s> {
                 );
             }
         }
-        let flushed = file
-            .flush()
+        let flushed = out
+            .finish()
             .map_err(StoreError::io("write", &self.path))
-            .and_then(|()| {
-                file.into_inner()
-                    .map_err(|e| StoreError::io("write", &self.path)(e.into_error()))
-            })
             .and_then(|file| file.sync_all().map_err(StoreError::io("fsync", &self.path)));
         if let Err(e) = flushed {
             return refuse(&self.path, e);
@@ -271,11 +313,27 @@ impl Store {
         Ok(BlobWriter {
             store: self,
             path,
-            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(Out::Cached {
+                file: BufWriter::with_capacity(1 << 20, file),
+                writeback_started: 0,
+            }),
             hasher: Some(Sha256::new()),
             size: 0,
-            writeback_started: 0,
         })
+    }
+
+    /// Starts a new blob that is written past the page cache (see the `uncached` module): for a
+    /// big blob this process will not read back, such as a layer the build just exported. The
+    /// bytes, the hashing and the publishing are those of [`Store::blob_writer`].
+    pub fn blob_writer_uncached(&self) -> Result<BlobWriter<'_>> {
+        let mut writer = self.blob_writer()?;
+        if let Some(Out::Cached { file, .. }) = writer.out.take() {
+            let file = file
+                .into_inner()
+                .map_err(|e| StoreError::io("create", &writer.path)(e.into_error()))?;
+            writer.out = Some(Out::Uncached(UncachedWriter::new(file)));
+        }
+        Ok(writer)
     }
 
     /// Copies a blob in from `reader`, checking it against `expected` when given (a blob pulled

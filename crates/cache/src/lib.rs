@@ -19,6 +19,7 @@ mod key;
 mod records;
 mod snapshots;
 mod store;
+mod uncached;
 
 pub use blobs::{BlobHasher, BlobInfo, BlobWriter, SplitBlobWriter};
 pub use cache_mounts::{CacheMount, CacheSharing};
