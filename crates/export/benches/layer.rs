@@ -179,7 +179,7 @@ fn store_ways() -> Vec<(&'static str, Export)> {
             via_blob_writer,
         ),
         ("write_layer_to_store", |store, tree, opts| {
-            write_layer_to_store(tree, store, opts).unwrap()
+            write_layer_to_store(tree, store, opts, None).unwrap()
         }),
     ]
 }

@@ -17,6 +17,11 @@ pub enum ExportError {
         source: forge_cache::StoreError,
     },
 
+    /// The caller's cancel flag was raised while the layer of `path` was being written; nothing
+    /// was published.
+    #[error("writing the layer of {path} was cancelled")]
+    Cancelled { path: PathBuf },
+
     /// Writing the layer, archive or compressed stream to its destination failed.
     #[error("writing {what}")]
     Write { what: String, source: io::Error },

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
@@ -17,6 +18,7 @@ use forge_cache::Store;
 use crate::hash::HashingWriter;
 use crate::pgzip::ParallelGzEncoder;
 use crate::pipe::{pipelined, ChunkHasher, ChunkSink, ChunkWriter, Inline};
+use crate::prefetch::Prefetcher;
 use crate::sys;
 use crate::tarfmt::{self, Header, Kind};
 use crate::ExportError;
@@ -157,7 +159,7 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, ExportError> {
-    let streamed = stream_layer(snapshot_dir, out, Sha256::new(), opts, Threads::Two)?;
+    let streamed = stream_layer(snapshot_dir, out, Sha256::new(), opts, Threads::Two, None)?;
     let mut out = streamed.out;
     out.flush().map_err(write_err)?;
     let diff_id = crate::hash::sha256_digest(streamed.tar_hasher);
@@ -178,20 +180,25 @@ pub fn write_layer(
 /// each chunk right after this thread wrote it, and the store publishes the blob under that
 /// digest, which is also the diff_id. Compressed, the store's writer hashes the compressed bytes
 /// as usual and the second thread hashes the tar for the diff_id.
+///
+/// `cancel`, when given and raised, stops the walk at the next entry with
+/// [`ExportError::Cancelled`].
 pub fn write_layer_to_store(
     snapshot_dir: &Path,
     store: &Store,
     opts: &LayerOptions,
+    cancel: Option<&AtomicBool>,
 ) -> Result<LayerInfo, ExportError> {
     let store_err = |source| ExportError::StoreLayer {
         path: snapshot_dir.to_path_buf(),
         source,
     };
-    let writer = store.blob_writer().map_err(store_err)?;
+    // The build does not read its layers back: they go past the page cache.
+    let writer = store.blob_writer_uncached().map_err(store_err)?;
     let media_type = opts.compression.media_type();
     if opts.compression == Compression::Uncompressed {
         let (writer, hasher) = writer.split_hasher();
-        let streamed = stream_layer(snapshot_dir, writer, hasher, opts, Threads::Two)?;
+        let streamed = stream_layer(snapshot_dir, writer, hasher, opts, Threads::Two, cancel)?;
         let blob = streamed
             .out
             .commit(streamed.tar_hasher, None)
@@ -204,7 +211,14 @@ pub fn write_layer_to_store(
             media_type,
         });
     }
-    let streamed = stream_layer(snapshot_dir, writer, Sha256::new(), opts, Threads::Two)?;
+    let streamed = stream_layer(
+        snapshot_dir,
+        writer,
+        Sha256::new(),
+        opts,
+        Threads::Two,
+        cancel,
+    )?;
     let blob = streamed
         .out
         .commit(streamed.digest.as_ref())
@@ -245,6 +259,7 @@ fn stream_layer<W: Write, H: ChunkHasher>(
     tar_hasher: H,
     opts: &LayerOptions,
     threads: Threads,
+    cancel: Option<&AtomicBool>,
 ) -> Result<Streamed<W, H>, ExportError> {
     let blob_hasher = match opts.compression {
         Compression::Uncompressed => HashingWriter::counting(out),
@@ -255,7 +270,7 @@ fn stream_layer<W: Write, H: ChunkHasher>(
     let (tar_out, tar_hasher) = match threads {
         Threads::Two => {
             let ((), tar_out, tar_hasher) = pipelined(tar_out, tar_hasher, |chunks| {
-                write_tar(snapshot_dir, opts, chunks)
+                write_tar(snapshot_dir, opts, cancel, chunks)
             })?;
             (tar_out, tar_hasher)
         }
@@ -264,7 +279,7 @@ fn stream_layer<W: Write, H: ChunkHasher>(
                 out: tar_out,
                 hasher: tar_hasher,
             });
-            write_tar(snapshot_dir, opts, &mut chunks)?;
+            write_tar(snapshot_dir, opts, cancel, &mut chunks)?;
             let sink = chunks.finish().map_err(write_err)?;
             (sink.out, sink.hasher)
         }
@@ -285,11 +300,15 @@ fn stream_layer<W: Write, H: ChunkHasher>(
 fn write_tar<S: ChunkSink>(
     snapshot_dir: &Path,
     opts: &LayerOptions,
+    cancel: Option<&AtomicBool>,
     chunks: &mut ChunkWriter<S>,
 ) -> Result<(), ExportError> {
     let mut walker = Walker {
         opts,
+        cancel,
+        root: snapshot_dir,
         hardlinks: HashMap::new(),
+        prefetch: Prefetcher::start(),
     };
     walker.walk(snapshot_dir, b"", chunks)?;
     tarfmt::write_end(chunks).map_err(write_err)
@@ -297,8 +316,12 @@ fn write_tar<S: ChunkSink>(
 
 struct Walker<'a> {
     opts: &'a LayerOptions,
+    cancel: Option<&'a AtomicBool>,
+    /// The tree being written (named by a cancelled export).
+    root: &'a Path,
     /// (dev, ino) of multiply-linked files -> the tar path of their first occurrence.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    prefetch: Prefetcher,
 }
 
 const OPAQUE_XATTRS: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
@@ -329,13 +352,29 @@ impl Walker<'_> {
             let path = path.to_path_buf();
             move |source| ExportError::ReadTree { path, source }
         };
+        // Names with whether the directory entry says "regular file" (no stat needed).
         let mut names: Vec<_> = fs::read_dir(dir)
             .map_err(read_err(dir))?
-            .map(|e| e.map(|e| e.file_name()))
+            .map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_file()))))
             .collect::<Result<_, _>>()
             .map_err(read_err(dir))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        names.sort_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
+        self.prefetch.directory(
+            names
+                .iter()
+                .filter(|(_, file)| *file)
+                .map(|(name, _)| dir.join(name))
+                .collect(),
+        );
+        for (name, announced) in names {
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(ExportError::Cancelled {
+                    path: self.root.to_path_buf(),
+                });
+            }
+            if announced {
+                self.prefetch.read_one();
+            }
             let path = dir.join(&name);
             let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
             let mut tar_path = rel.to_vec();
@@ -514,8 +553,10 @@ mod tests {
                 compression,
                 ..LayerOptions::default()
             };
-            let one = stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::One).unwrap();
-            let two = stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::Two).unwrap();
+            let one =
+                stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::One, None).unwrap();
+            let two =
+                stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::Two, None).unwrap();
             assert!(one.out == two.out, "{compression:?}: the blobs differ");
             assert_eq!(one.tar_size, two.tar_size);
             assert_eq!(one.digest, two.digest);
@@ -532,7 +573,7 @@ mod tests {
             assert_eq!(info.digest, crate::hash::digest_of(&blob));
 
             let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
-            let stored = write_layer_to_store(&tree, &store, &opts).unwrap();
+            let stored = write_layer_to_store(&tree, &store, &opts, None).unwrap();
             assert_eq!(stored, info, "{compression:?}: the store's layer differs");
             let file = fs::read(store.blob_path(&stored.digest).unwrap()).unwrap();
             assert!(file == blob, "{compression:?}: the stored blob differs");
@@ -546,6 +587,7 @@ mod tests {
                 ..LayerOptions::default()
             },
             Threads::Two,
+            None,
         )
         .unwrap()
         .out;
@@ -563,6 +605,29 @@ mod tests {
             );
         }
         assert_eq!(links, 2, "both hardlinks are link entries");
+    }
+
+    #[test]
+    fn a_cancelled_export_publishes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        tricky_tree(&tree);
+        let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
+        let opts = LayerOptions {
+            compression: Compression::Uncompressed,
+            ..LayerOptions::default()
+        };
+        let raised = AtomicBool::new(true);
+        let err = write_layer_to_store(&tree, &store, &opts, Some(&raised)).unwrap_err();
+        assert!(
+            matches!(&err, ExportError::Cancelled { path } if path == &tree),
+            "{err:?}"
+        );
+        assert_eq!(store.list_blobs().unwrap(), Vec::new());
+        // A flag that stays down changes nothing.
+        let down = AtomicBool::new(false);
+        let info = write_layer_to_store(&tree, &store, &opts, Some(&down)).unwrap();
+        assert_eq!(store.list_blobs().unwrap(), vec![info.digest]);
     }
 
     #[test]

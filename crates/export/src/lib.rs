@@ -12,6 +12,7 @@ mod layer;
 mod output;
 mod pgzip;
 mod pipe;
+mod prefetch;
 mod sys;
 mod tarfmt;
 mod unpack;

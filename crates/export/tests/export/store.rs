@@ -103,7 +103,7 @@ fn store_layers_are_the_golden_bytes() {
                 compression,
                 ..LayerOptions::default()
             };
-            let info = write_layer_to_store(&dir, &store, &opts).unwrap();
+            let info = write_layer_to_store(&dir, &store, &opts, None).unwrap();
             assert_eq!(info.diff_id.to_string(), diff_id, "{name} {compression:?}");
             let expected_digest = match compression {
                 Compression::Uncompressed => diff_id,
@@ -134,7 +134,7 @@ fn export_child(store_root: &str, tree: &str) {
         compression: Compression::Uncompressed,
         ..LayerOptions::default()
     };
-    write_layer_to_store(Path::new(tree), &store, &opts).unwrap();
+    write_layer_to_store(Path::new(tree), &store, &opts, None).unwrap();
     // Finishing means the parent never saw the blob being staged: it fails on its own.
 }
 
