@@ -411,6 +411,33 @@ forgetest!(identical_steps_in_two_stages_run_once, |t| {
     assert_eq!(ids[0], ids[1], "both stages see the same result");
 });
 
+// A layer is exported as soon as its step is done, while later steps run: when the last step
+// fails, the COPY below it is already a layer blob in the store (a build that exported only at
+// the end would have written none), and the next build finds it done.
+forgetest!(layers_are_exported_while_later_steps_run, |t| {
+    let marker = b"early-layer-marker-7f3a90";
+    let mut payload = marker.to_vec();
+    payload.resize(2 << 20, b'x');
+    t.write_bytes("data/payload", &payload);
+    t.dockerfile("FROM busybox\nCOPY data /data\nRUN sleep 3 && exit 3\n");
+    let run = t.build_err(&[]);
+    assert!(run.stderr.contains("exit code 3"), "{}", run.stderr);
+    let blobs = t.root().join("v1/oci/blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .find(|blob| {
+            blob.len() > payload.len()
+                && crate::harness::contains_bytes(blob, b"data/payload")
+                && crate::harness::contains_bytes(blob, marker)
+        });
+    assert!(
+        layer.is_some(),
+        "no layer blob holds data/payload after the failed build:\n{}",
+        run.stderr
+    );
+});
+
 // The first failure cancels the rest: a long RUN in an independent stage is stopped (its pid
 // namespace killed) instead of running to its end, and the build reports the failure.
 forgetest!(a_failing_step_cancels_a_running_one, |t| {

@@ -2,16 +2,19 @@
 //! remembered), its config and history are joined to the base image's, and the manifest is
 //! written and tagged in the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Mutex;
 
 use forge_cache::{CacheKey, CacheRecord, SnapshotId, Store};
 use forge_export::{build_image, BaseImage, Compression, ImageSpec, LayerInfo, LayerOptions};
-use forge_planner::{ImageConfig, StagePlan};
+use forge_planner::{ImageConfig, InputRole, Op, Plan, StagePlan};
 use oci_spec::image::{Config, History, MediaType, Platform};
 use serde_json::Value;
 
 use crate::error::BuildError;
+use crate::images::lock;
 use crate::progress::{Event, Progress};
 use crate::request::{BuildOutput, BuildRequest};
 use crate::solve::{State, Tally};
@@ -45,7 +48,8 @@ pub(crate) fn assemble(
     };
     let base_layers = base.as_ref().map(|b| b.layers.len()).unwrap_or(0);
     let new_snapshots: Vec<&SnapshotId> = chain.iter().skip(base_layers).collect();
-    let layers = export_layers(store, &new_snapshots, req.source_date_epoch)?;
+    let cancel = req.sandbox.cancel.as_deref();
+    let layers = export_layers(store, &new_snapshots, req.source_date_epoch, cancel)?;
 
     let config = &stage.config;
     let history = new_history(config, base_history)?;
@@ -121,6 +125,7 @@ fn export_layers(
     store: &Store,
     snapshots: &[&SnapshotId],
     epoch: Option<i64>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<Vec<LayerInfo>, BuildError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -128,7 +133,7 @@ fn export_layers(
     if workers <= 1 {
         return snapshots
             .iter()
-            .map(|s| export_layer(store, s, epoch))
+            .map(|s| export_layer(store, s, epoch, cancel))
             .collect();
     }
     let next = AtomicUsize::new(0);
@@ -144,7 +149,7 @@ fn export_layers(
                         let Some(snapshot) = snapshots.get(i) else {
                             break;
                         };
-                        let result = export_layer(store, snapshot, epoch);
+                        let result = export_layer(store, snapshot, epoch, cancel);
                         failed.fetch_or(result.is_err(), Ordering::Relaxed);
                         out.push((i, result));
                     }
@@ -170,6 +175,7 @@ fn export_layer(
     store: &Store,
     snapshot: &SnapshotId,
     epoch: Option<i64>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<LayerInfo, BuildError> {
     let key = CacheKey::builder("layer-blob/v1")
         .extra("snapshot", snapshot.as_str().as_bytes())
@@ -204,7 +210,12 @@ fn export_layer(
             level: None,
             source_date_epoch: epoch,
         },
-    )?;
+        cancel,
+    )
+    .map_err(|e| match e {
+        forge_export::ExportError::Cancelled { .. } => BuildError::Cancelled,
+        e => e.into(),
+    })?;
     store.put_record(
         &key,
         &CacheRecord {
@@ -216,6 +227,74 @@ fn export_layer(
         },
     )?;
     Ok(info)
+}
+
+/// Layers exported while the build still runs. A step whose snapshot will be one of the
+/// image's layers (it is on the target stage's chain of bases) hands its new snapshot over as
+/// soon as it is committed, and one thread exports it while later steps run: in a build whose
+/// last steps follow a big COPY, the COPY's layer is written while they run instead of after.
+/// Each export leaves the same record [`export_layer`] looks for, so the assembly finds the
+/// layer done; a failed or cancelled early export is simply done again there, where its error
+/// is reported.
+pub(crate) struct EarlyLayers {
+    /// The ops whose snapshots become the image's layers.
+    ops: BTreeSet<usize>,
+    queue: Mutex<Option<Sender<SnapshotId>>>,
+}
+
+impl EarlyLayers {
+    /// The ops on the chain of bases below `plan`'s target stage, and the queue of their
+    /// snapshots, to be drained by [`EarlyLayers::export`].
+    pub(crate) fn new(plan: &Plan) -> (Self, Receiver<SnapshotId>) {
+        let mut ops = BTreeSet::new();
+        let mut next = Some(plan.target_stage().result);
+        while let Some(id) = next {
+            ops.insert(id);
+            let op: &Op = plan.graph.op(id);
+            next = op
+                .inputs
+                .iter()
+                .find(|i| i.role == InputRole::Base)
+                .map(|i| i.op);
+        }
+        let (tx, rx) = mpsc::channel();
+        let early = EarlyLayers {
+            ops,
+            queue: Mutex::new(Some(tx)),
+        };
+        (early, rx)
+    }
+
+    /// `op` committed `snapshot`: exported now if it will be a layer.
+    pub(crate) fn committed(&self, op: &Op, snapshot: &SnapshotId) {
+        if self.ops.contains(&op.id) {
+            if let Some(tx) = lock(&self.queue).as_ref() {
+                let _ = tx.send(snapshot.clone());
+            }
+        }
+    }
+
+    /// No more snapshots come: the exporting thread ends once it has done those it has.
+    pub(crate) fn close(&self) {
+        lock(&self.queue).take();
+    }
+
+    /// The exporting thread's loop; stops early when `cancel` is raised (Ctrl-C, or a step
+    /// failed).
+    pub(crate) fn export(
+        store: &Store,
+        queue: Receiver<SnapshotId>,
+        epoch: Option<i64>,
+        cancel: &AtomicBool,
+    ) {
+        for snapshot in queue {
+            if cancel.load(Ordering::SeqCst) {
+                return;
+            }
+            // An error here is met again, and reported, when the image is assembled.
+            let _ = export_layer(store, &snapshot, epoch, Some(cancel));
+        }
+    }
 }
 
 /// The history entries the build added on top of the base image's.

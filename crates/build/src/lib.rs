@@ -18,7 +18,7 @@ mod solve;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use forge_cache::{ContextHasher, PathFilter, Store};
 use forge_parser::IgnoreMatcher;
@@ -170,6 +170,9 @@ pub fn build(
 
     let no_cache_stages = stage_indexes(&plan, &req.no_cache_filter);
     let memory = Memory::load(Some(memory_path(store, req)));
+    let in_flight = solve::InFlight::new(req.sandbox.cancel.clone());
+    let cancel = Arc::clone(&in_flight.cancel);
+    let (early_layers, early_queue) = assemble::EarlyLayers::new(&plan);
     let solver = Solver {
         req,
         store,
@@ -182,9 +185,20 @@ pub fn build(
         memory,
         ignore_patterns: opts.dockerignore.clone(),
         remote: fetch::Remote::new(fetcher),
-        in_flight: solve::InFlight::new(req.sandbox.cancel.clone()),
+        in_flight,
+        early_layers: &early_layers,
     };
-    let solved = solver.run();
+    let solved = std::thread::scope(|scope| {
+        let exporter = scope.spawn(|| {
+            assemble::EarlyLayers::export(store, early_queue, req.source_date_epoch, &cancel)
+        });
+        let solved = solver.run();
+        early_layers.close();
+        exporter
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        solved
+    });
     solver.memory.save();
     let (states, tally) = solved?;
     // Cancelled after the last step: no image is written.

@@ -15,6 +15,7 @@ use forge_executor::{CopySource, CopySpec};
 use forge_parser::MountType;
 use forge_planner::{FileAction, FileOp, InputRole, Op, OpKind, Plan, SourceRef};
 
+use crate::assemble::EarlyLayers;
 use crate::error::BuildError;
 use crate::fetch::Remote;
 use crate::images::{image_snapshots, lock, LocalImage};
@@ -57,6 +58,8 @@ pub(crate) struct Solver<'a> {
     pub(crate) remote: Remote<'a>,
     /// Cache keys being solved right now: an identical op waits and then hits the cache.
     pub(crate) in_flight: InFlight,
+    /// Takes each new snapshot that will be a layer of the image, to export it right away.
+    pub(crate) early_layers: &'a EarlyLayers,
 }
 
 /// Identical operations run once: the first op with a key claims it; another op with the same
@@ -457,6 +460,7 @@ impl Solver<'_> {
                         ..CacheRecord::default()
                     },
                 )?;
+                self.early_layers.committed(op, &snapshot);
                 self.progress.event(Event::Done {
                     step: op.id,
                     elapsed: start.elapsed(),
