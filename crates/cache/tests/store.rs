@@ -201,6 +201,35 @@ fn snapshot_with(
         .unwrap()
 }
 
+/// A snapshot's size: every non-directory below it at any depth, a multiply-linked file once.
+#[test]
+fn snapshot_size_counts_nested_files_and_hardlinks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let draft = store.prepare_snapshot().unwrap();
+    let fs_dir = draft.fs_dir();
+    let mut expected = 0;
+    for d in 0..6 {
+        let sub = fs_dir.join(format!("d{d}/deeper/still"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..5 {
+            let len = 1000 * d + 7 * f + 1;
+            std::fs::write(sub.join(format!("f{f}")), vec![b'x'; len]).unwrap();
+            expected += len as u64;
+        }
+    }
+    // Two more names for d1's f0 (1001 bytes): not counted again.
+    std::fs::hard_link(fs_dir.join("d1/deeper/still/f0"), fs_dir.join("d1/again")).unwrap();
+    std::fs::hard_link(fs_dir.join("d1/deeper/still/f0"), fs_dir.join("d5/again")).unwrap();
+    // A symlink counts its own length, not its target's.
+    std::os::unix::fs::symlink("d5/deeper/still/f4", fs_dir.join("link")).unwrap();
+    expected += "d5/deeper/still/f4".len() as u64;
+    let id = store
+        .commit_snapshot(draft, SnapshotMeta::default())
+        .unwrap();
+    assert_eq!(store.snapshot_meta(&id).unwrap().size, expected);
+}
+
 #[test]
 fn snapshots_and_records_round_trip_and_prune_by_lru() {
     let dir = tempfile::tempdir().unwrap();
