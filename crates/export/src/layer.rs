@@ -3,13 +3,17 @@
 //! streaming.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::dir::Type;
+use nix::fcntl::OFlag;
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use sha2::{Digest as _, Sha256};
 
@@ -19,7 +23,7 @@ use crate::hash::HashingWriter;
 use crate::pgzip::ParallelGzEncoder;
 use crate::pipe::{pipelined, ChunkHasher, ChunkSink, ChunkWriter, Inline};
 use crate::prefetch::Prefetcher;
-use crate::sys;
+use crate::sys::{self, XattrOf};
 use crate::tarfmt::{self, Header, Kind};
 use crate::ExportError;
 
@@ -310,7 +314,11 @@ fn write_tar<S: ChunkSink>(
         hardlinks: HashMap::new(),
         prefetch: Prefetcher::start(),
     };
-    walker.walk(snapshot_dir, b"", chunks)?;
+    let root = File::open(snapshot_dir).map_err(|source| ExportError::ReadTree {
+        path: snapshot_dir.to_path_buf(),
+        source,
+    })?;
+    walker.walk(&root, snapshot_dir, b"", chunks)?;
     tarfmt::write_end(chunks).map_err(write_err)
 }
 
@@ -342,9 +350,13 @@ impl Walker<'_> {
         }
     }
 
+    /// Writes the entries of the directory open as `dir` (at `dir_path`, named `rel` in the
+    /// tar). Entries are opened relative to `dir`: a file is looked up by its name alone, not by
+    /// a path walked from `/`, and its metadata and xattrs come from the open descriptor.
     fn walk<S: ChunkSink>(
         &mut self,
-        dir: &Path,
+        dir: &File,
+        dir_path: &Path,
         rel: &[u8],
         sink: &mut ChunkWriter<S>,
     ) -> Result<(), ExportError> {
@@ -352,38 +364,49 @@ impl Walker<'_> {
             let path = path.to_path_buf();
             move |source| ExportError::ReadTree { path, source }
         };
-        // Names with whether the directory entry says "regular file" (no stat needed).
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(read_err(dir))?
-            .map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_file()))))
-            .collect::<Result<_, _>>()
-            .map_err(read_err(dir))?;
-        names.sort_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
+        let names = sys::list_dir(dir).map_err(read_err(dir_path))?;
         self.prefetch.directory(
+            dir,
             names
                 .iter()
-                .filter(|(_, file)| *file)
-                .map(|(name, _)| dir.join(name))
+                .filter(|(_, kind)| *kind == Some(Type::File))
+                .map(|(name, _)| name.clone())
                 .collect(),
         );
-        for (name, announced) in names {
+        for (name, kind) in names {
             if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ExportError::Cancelled {
                     path: self.root.to_path_buf(),
                 });
             }
-            if announced {
+            if kind == Some(Type::File) {
                 self.prefetch.read_one();
             }
-            let path = dir.join(&name);
-            let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            let path = dir_path.join(OsStr::from_bytes(&name));
+            // Files and directories are opened (never through a symlink) and described by the
+            // descriptor; anything else, or an entry that could not be opened, by its path.
+            let flags = match kind {
+                Some(Type::File) => Some(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK),
+                Some(Type::Directory) => {
+                    Some(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+                }
+                _ => None,
+            };
+            let opened = flags
+                .and_then(|flags| sys::openat(dir.as_fd(), &name, flags).ok())
+                .map(File::from);
+            let meta = match &opened {
+                Some(file) => file.metadata(),
+                None => fs::symlink_metadata(&path),
+            }
+            .map_err(read_err(&path))?;
             let mut tar_path = rel.to_vec();
-            tar_path.extend_from_slice(name.as_bytes());
+            tar_path.extend_from_slice(&name);
             let ft = meta.file_type();
             if ft.is_char_device() && meta.rdev() == 0 {
                 let mut wh = rel.to_vec();
                 wh.extend_from_slice(b".wh.");
-                wh.extend_from_slice(name.as_bytes());
+                wh.extend_from_slice(&name);
                 let mut h = Header::file(&wh, 0);
                 h.mode = meta.mode() & 0o7777;
                 h.mtime = self.mtime(&meta);
@@ -393,8 +416,13 @@ impl Walker<'_> {
             if ft.is_socket() {
                 continue;
             }
-            let xattrs = sys::list_xattrs(&sys::cpath(&path).map_err(read_err(&path))?)
-                .map_err(read_err(&path))?;
+            let xattrs = match &opened {
+                Some(file) => sys::list_xattrs(XattrOf::Fd(file.as_fd())),
+                None => {
+                    sys::list_xattrs(XattrOf::Path(&sys::cpath(&path).map_err(read_err(&path))?))
+                }
+            }
+            .map_err(read_err(&path))?;
             let opaque = ft.is_dir()
                 && xattrs
                     .iter()
@@ -408,7 +436,7 @@ impl Walker<'_> {
             {
                 let mut wh = rel.to_vec();
                 wh.extend_from_slice(b".wh.");
-                wh.extend_from_slice(name.as_bytes());
+                wh.extend_from_slice(&name);
                 let mut h = Header::file(&wh, 0);
                 h.mtime = self.mtime(&meta);
                 tarfmt::write_header(sink, &h).map_err(write_err)?;
@@ -444,7 +472,11 @@ impl Walker<'_> {
                     oh.mtime = h.mtime;
                     tarfmt::write_header(sink, &oh).map_err(write_err)?;
                 }
-                self.walk(&path, &dir_path, sink)?;
+                let sub = match opened {
+                    Some(file) => file,
+                    None => File::open(&path).map_err(read_err(&path))?,
+                };
+                self.walk(&sub, &path, &dir_path, sink)?;
                 continue;
             }
             let link_target;
@@ -463,7 +495,10 @@ impl Walker<'_> {
                 }
                 h.size = meta.len();
                 tarfmt::write_header(sink, &h).map_err(write_err)?;
-                let file = File::open(&path).map_err(read_err(&path))?;
+                let file = match opened {
+                    Some(file) => file,
+                    None => File::open(&path).map_err(read_err(&path))?,
+                };
                 sink.write_entry_data(file, meta.len()).map_err(|source| {
                     if source.kind() == io::ErrorKind::UnexpectedEof {
                         ExportError::ReadTree {

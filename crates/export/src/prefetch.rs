@@ -11,13 +11,16 @@
 //! the ones that count.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use nix::fcntl::OFlag;
+
+use crate::sys;
 
 /// Files the read-ahead may be in front of the walker.
 const AHEAD: usize = 128;
@@ -28,7 +31,7 @@ const SPAN: libc::off_t = 1 << 20;
 /// The walker's side: hand it each directory's regular files, in the order they will be read,
 /// and count each file as it is read.
 pub(crate) struct Prefetcher {
-    files: Option<Sender<Vec<PathBuf>>>,
+    files: Option<Sender<(File, Vec<Vec<u8>>)>>,
     read: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -36,7 +39,7 @@ pub(crate) struct Prefetcher {
 
 impl Prefetcher {
     pub(crate) fn start() -> Self {
-        let (files, rx) = mpsc::channel::<Vec<PathBuf>>();
+        let (files, rx) = mpsc::channel::<(File, Vec<Vec<u8>>)>();
         let read = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (walker_read, stopped) = (Arc::clone(&read), Arc::clone(&stop));
@@ -44,8 +47,8 @@ impl Prefetcher {
             .name("layer-prefetch".into())
             .spawn(move || {
                 let mut asked = 0usize;
-                for batch in rx {
-                    for path in batch {
+                for (dir, names) in rx {
+                    for name in names {
                         while asked >= walker_read.load(Ordering::Relaxed) + AHEAD {
                             if stopped.load(Ordering::Relaxed) {
                                 return;
@@ -56,7 +59,8 @@ impl Prefetcher {
                             return;
                         }
                         asked += 1;
-                        if let Ok(file) = File::open(&path) {
+                        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+                        if let Ok(file) = sys::openat(dir.as_fd(), &name, flags) {
                             // SAFETY: the descriptor is open for the call; fadvise reads no
                             // memory of ours. A failure only means no read-ahead.
                             unsafe {
@@ -80,11 +84,14 @@ impl Prefetcher {
         }
     }
 
-    /// The regular files of the directory the walker is about to go through, in its order.
-    pub(crate) fn directory(&self, files: Vec<PathBuf>) {
+    /// The regular files (by name) of the directory open as `dir` that the walker is about to
+    /// go through, in its order.
+    pub(crate) fn directory(&self, dir: &File, files: Vec<Vec<u8>>) {
         if let Some(tx) = &self.files {
             if !files.is_empty() {
-                let _ = tx.send(files);
+                if let Ok(dir) = dir.try_clone() {
+                    let _ = tx.send((dir, files));
+                }
             }
         }
     }

@@ -20,36 +20,82 @@ fn cname(name: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// All extended attributes of `path` (not following a final symlink), sorted by name.
-pub(crate) fn list_xattrs(path: &CStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        // SAFETY: `path` is NUL-terminated and `names` is a writable buffer of the length passed.
-        let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+/// What extended attributes are read from: a path (not following a final symlink) or an open
+/// file or directory.
+#[derive(Clone, Copy)]
+pub(crate) enum XattrOf<'a> {
+    Path(&'a CStr),
+    Fd(BorrowedFd<'a>),
+}
+
+impl XattrOf<'_> {
+    fn list(self, buf: &mut [u8]) -> isize {
+        match self {
+            // SAFETY: the path is NUL-terminated and `buf` is writable for the length passed.
+            XattrOf::Path(p) => unsafe {
+                libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            },
+            // SAFETY: the descriptor is open for the borrow; `buf` is writable for its length.
+            XattrOf::Fd(fd) => unsafe {
+                libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+            },
+        }
+    }
+
+    fn get(self, name: &CStr, buf: &mut [u8]) -> isize {
+        match self {
+            // SAFETY: both strings are NUL-terminated; `buf` is writable for the length passed.
+            XattrOf::Path(p) => unsafe {
+                libc::lgetxattr(
+                    p.as_ptr(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            },
+            // SAFETY: the descriptor is open for the borrow; the name is NUL-terminated; `buf`
+            // is writable for the length passed.
+            XattrOf::Fd(fd) => unsafe {
+                libc::fgetxattr(
+                    fd.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            },
+        }
+    }
+}
+
+/// All extended attributes of `of`, sorted by name.
+pub(crate) fn list_xattrs(of: XattrOf<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    // Most files have none: a small buffer on the stack answers them without an allocation.
+    let mut small = [0u8; 256];
+    let mut big = Vec::new();
+    let names: &[u8] = loop {
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        let n = of.list(buf);
         if n >= 0 {
-            break n as usize;
+            let len = n as usize;
+            break if big.is_empty() {
+                &small[..len]
+            } else {
+                &big[..len]
+            };
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ERANGE) => big.resize((big.len() * 4).max(4096), 0),
             Some(libc::ENOTSUP) => return Ok(Vec::new()),
             _ => return Err(err),
         }
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cname = cname(name)?;
         let mut value = vec![0u8; 256];
         loop {
-            // SAFETY: both strings are NUL-terminated; `value` is writable for the length passed.
-            let n = unsafe {
-                libc::lgetxattr(
-                    path.as_ptr(),
-                    cname.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
+            let n = of.get(&cname, &mut value);
             if n >= 0 {
                 value.truncate(n as usize);
                 out.push((name.to_vec(), value));
@@ -124,4 +170,27 @@ pub(crate) fn openat(
     )?;
     // SAFETY: `raw` was just returned by a successful openat and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
+/// The entries of the directory open as `dir` (not `.` and `..`), sorted by name bytes, each
+/// with the type its directory entry gives (`None` where the filesystem does not say).
+pub(crate) fn list_dir(dir: &std::fs::File) -> io::Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {
+    use nix::fcntl::OFlag;
+    // A descriptor of its own for the listing: nix's Dir owns (and closes) the one it reads.
+    let mut listing = nix::dir::Dir::openat(
+        Some(dir.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push((name.to_vec(), entry.file_type()));
+        }
+    }
+    names.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(names)
 }
