@@ -19,9 +19,10 @@ pub(crate) struct Ingredients {
     pub(crate) key: CacheKey,
     /// Context files read (path -> content digest).
     pub(crate) files: BTreeMap<String, String>,
-    /// The files and symlinks below directories in `files` (path -> digest), so a miss can
-    /// name the file inside a copied directory that changed.
-    pub(crate) detail: BTreeMap<String, String>,
+    /// The files and symlinks below directories in `files` ([`detail_pairs`]), so a miss
+    /// can name the file inside a copied directory that changed. Left empty when the memory
+    /// already holds the same key ([`Memory::remembers`]): then it lists the same files.
+    pub(crate) detail: String,
     /// `KEY=value` environment of a RUN (ENV and build args).
     pub(crate) env: Vec<String>,
     /// Keys of the step's inputs.
@@ -35,7 +36,7 @@ impl Ingredients {
         Ingredients {
             key,
             files: BTreeMap::new(),
-            detail: BTreeMap::new(),
+            detail: String::new(),
             env: Vec::new(),
             inputs: Vec::new(),
             image: None,
@@ -50,8 +51,10 @@ struct Remembered {
     key: String,
     #[serde(default)]
     files: BTreeMap<String, String>,
-    #[serde(default)]
-    detail: BTreeMap<String, String>,
+    /// [`detail_pairs`]: one string, not a map of thousands of entries, so that loading and
+    /// saving the memory of a big context costs a copy rather than an allocation per file.
+    #[serde(default, rename = "detail_pairs")]
+    detail: String,
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
@@ -64,8 +67,11 @@ struct Remembered {
 #[derive(Debug)]
 pub(crate) struct Memory {
     path: Option<PathBuf>,
-    previous: BTreeMap<String, Remembered>,
+    /// The last build's steps; a step this build remembers unchanged moves to `current`.
+    previous: Mutex<BTreeMap<String, Remembered>>,
     current: Mutex<BTreeMap<String, Remembered>>,
+    /// Whether this build remembered anything the last one did not (else nothing is written).
+    changed: std::sync::atomic::AtomicBool,
     /// Keys of this build's ops by op id, to name the earlier step that changed.
     keys: Mutex<BTreeMap<String, String>>,
 }
@@ -80,10 +86,18 @@ impl Memory {
             .unwrap_or_default();
         Memory {
             path,
-            previous,
+            previous: Mutex::new(previous),
             current: Mutex::new(BTreeMap::new()),
+            changed: std::sync::atomic::AtomicBool::new(false),
             keys: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Whether the last build's step in `op`'s slot had this key (and instruction).
+    pub(crate) fn remembers(&self, op: &Op, key: &CacheKey) -> bool {
+        lock(&self.previous)
+            .get(&Self::slot(op))
+            .is_some_and(|before| before.name == op.name && before.key == key.to_hex())
     }
 
     fn slot(op: &Op) -> String {
@@ -95,6 +109,19 @@ impl Memory {
 
     /// Records what went into `op`'s key in this build.
     pub(crate) fn observe(&self, op: &Op, ingredients: Ingredients) {
+        let slot = Self::slot(op);
+        lock(&self.keys).insert(ingredients.key.to_hex(), op.name.clone());
+        if self.remembers(op, &ingredients.key) {
+            // The same key means the same inputs, files below directories included: the last
+            // build's entry stays as it is.
+            let before = lock(&self.previous).remove(&slot);
+            if let Some(before) = before {
+                lock(&self.current).insert(slot, before);
+                return;
+            }
+        }
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let remembered = Remembered {
             name: op.name.clone(),
             key: ingredients.key.to_hex(),
@@ -104,13 +131,13 @@ impl Memory {
             inputs: ingredients.inputs,
             image: ingredients.image,
         };
-        lock(&self.keys).insert(remembered.key.clone(), op.name.clone());
-        lock(&self.current).insert(Self::slot(op), remembered);
+        lock(&self.current).insert(slot, remembered);
     }
 
     /// Says which input of `op` differs from the last build's step in the same slot.
     pub(crate) fn explain_miss(&self, op: &Op, now: &Ingredients) -> String {
-        let Some(before) = self.previous.get(&Self::slot(op)) else {
+        let previous = lock(&self.previous);
+        let Some(before) = previous.get(&Self::slot(op)) else {
             return "no earlier build of this step".to_owned();
         };
         if before.name != op.name {
@@ -172,11 +199,15 @@ impl Memory {
         "the step's definition changed".to_owned()
     }
 
-    /// Writes this build's steps as the memory for the next one.
+    /// Writes this build's steps as the memory for the next one, unless they are the last
+    /// build's.
     pub(crate) fn save(&self) {
         let Some(path) = &self.path else { return };
-        let mut all = self.previous.clone();
-        all.extend(lock(&self.current).clone());
+        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut all = std::mem::take(&mut *lock(&self.previous));
+        all.extend(std::mem::take(&mut *lock(&self.current)));
         if let Ok(bytes) = serde_json::to_vec(&all) {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -189,30 +220,70 @@ impl Memory {
     }
 }
 
-/// The first file below the directory `dir` that changed, appeared or went away.
-fn changed_below(
-    dir: &str,
-    before: &BTreeMap<String, String>,
-    now: &BTreeMap<String, String>,
-) -> Option<String> {
-    let below = |p: &str| dir == "." || dir.is_empty() || p.starts_with(&format!("{dir}/"));
-    let mut paths: Vec<&String> = before
-        .keys()
-        .chain(now.keys())
-        .filter(|p| below(p))
-        .collect();
-    paths.sort();
-    paths.dedup();
-    paths
-        .into_iter()
-        .find_map(|p| match (before.get(p), now.get(p)) {
-            (Some(a), Some(b)) if a != b => {
-                Some(format!("file {p:?} in the build context changed"))
+/// Files and their digests as one string, `path NUL digest NUL` for each, sorted by path (NUL
+/// is the one byte no path holds).
+pub(crate) fn detail_pairs(mut files: Vec<(&str, &forge_cache::ContextEntry)>) -> String {
+    // Each directory's files come in path order: sorting the runs is a merge.
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
+    let mut out = String::with_capacity(files.len() * 96);
+    for (path, entry) in files {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{path}\0{}\0", entry.digest);
+    }
+    out
+}
+
+/// The (path, digest) pairs of a [`detail_pairs`] string, in path order.
+fn pairs(detail: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut parts = detail.split('\0');
+    std::iter::from_fn(move || {
+        let path = parts.next().filter(|p| !p.is_empty())?;
+        Some((path, parts.next()?))
+    })
+}
+
+/// The first file below the directory `dir` that changed, appeared or went away, found by
+/// walking the two sorted lists side by side.
+fn changed_below(dir: &str, before: &str, now: &str) -> Option<String> {
+    // A memory from before files were listed (or of a tree too big to list) says nothing.
+    if before.is_empty() {
+        return None;
+    }
+    let prefix = format!("{dir}/");
+    let below = |(p, _): &(&str, &str)| dir == "." || dir.is_empty() || p.starts_with(&prefix);
+    let mut before = pairs(before).filter(below).peekable();
+    let mut now = pairs(now).filter(below).peekable();
+    loop {
+        let (old, new) = match (before.peek(), now.peek()) {
+            (None, None) => return None,
+            (Some(&(p, _)), None) => {
+                return Some(format!("file {p:?} was removed from the build context"))
             }
-            (None, Some(_)) => Some(format!("file {p:?} was added to the build context")),
-            (Some(_), None) => Some(format!("file {p:?} was removed from the build context")),
-            _ => None,
-        })
+            (None, Some(&(p, _))) => {
+                return Some(format!("file {p:?} was added to the build context"))
+            }
+            (Some(&old), Some(&new)) => (old, new),
+        };
+        match old.0.cmp(new.0) {
+            std::cmp::Ordering::Less => {
+                return Some(format!(
+                    "file {:?} was removed from the build context",
+                    old.0
+                ))
+            }
+            std::cmp::Ordering::Greater => {
+                return Some(format!("file {:?} was added to the build context", new.0))
+            }
+            std::cmp::Ordering::Equal if old.1 != new.1 => {
+                return Some(format!("file {:?} in the build context changed", old.0))
+            }
+            std::cmp::Ordering::Equal => {
+                before.next();
+                now.next();
+            }
+        }
+    }
 }
 
 fn strip_prefix(name: &str) -> &str {
@@ -228,4 +299,64 @@ pub(crate) fn is_step(op: &Op) -> bool {
         op.kind,
         OpKind::Scratch | OpKind::Config { .. } | OpKind::Context { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(files: &[(&str, &str)]) -> String {
+        files.iter().map(|(p, d)| format!("{p}\0{d}\0")).collect()
+    }
+
+    #[test]
+    fn the_first_difference_below_the_directory_is_named() {
+        let before = listed(&[
+            ("app/a", "1"),
+            ("app/b", "2"),
+            ("app/c", "3"),
+            ("app2/x", "9"),
+        ]);
+        let changed = listed(&[
+            ("app/a", "1"),
+            ("app/b", "5"),
+            ("app/c", "3"),
+            ("app2/x", "9"),
+        ]);
+        let added = listed(&[
+            ("app/a", "1"),
+            ("app/aa", "7"),
+            ("app/b", "2"),
+            ("app/c", "3"),
+        ]);
+        let removed = listed(&[("app/a", "1"), ("app/c", "3"), ("app2/x", "8")]);
+        assert_eq!(
+            changed_below("app", &before, &changed).as_deref(),
+            Some("file \"app/b\" in the build context changed")
+        );
+        assert_eq!(
+            changed_below("app", &before, &added).as_deref(),
+            Some("file \"app/aa\" was added to the build context")
+        );
+        assert_eq!(
+            changed_below("app", &before, &removed).as_deref(),
+            Some("file \"app/b\" was removed from the build context")
+        );
+        // Only what is below the directory counts: app2 is a sibling, not a child.
+        assert_eq!(
+            changed_below(
+                "app",
+                &before,
+                &listed(&[("app/a", "1"), ("app/b", "2"), ("app/c", "3")])
+            ),
+            None
+        );
+        // The whole context.
+        assert_eq!(
+            changed_below(".", &before, &removed).as_deref(),
+            Some("file \"app/b\" was removed from the build context")
+        );
+        // No list from the last build: nothing to compare.
+        assert_eq!(changed_below("app", "", &changed), None);
+    }
 }

@@ -558,7 +558,8 @@ impl Solver<'_> {
     fn full_key(&self, op: &Op, inputs: &[State]) -> Result<(CacheKey, Ingredients), BuildError> {
         let mut builder = self.key_builder(op, inputs);
         let mut files = BTreeMap::new();
-        let mut detail = BTreeMap::new();
+        // Directories read from a context: what is below them is listed for the memory.
+        let mut detailed: Vec<(&ContextTree, String)> = Vec::new();
         if let OpKind::File(file) = &op.kind {
             // A directory named context is keyed by its files the same way.
             let tree_name = match &file.from {
@@ -588,7 +589,7 @@ impl Solver<'_> {
                             }),
                         })?;
                         builder = builder.content(&rel, &digest);
-                        detail_below(tree, &rel, &mut detail);
+                        detailed.push((tree, rel.clone()));
                         files.insert(rel, digest.to_string());
                     }
                 }
@@ -640,13 +641,23 @@ impl Solver<'_> {
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| ".".to_owned());
                     if let Some(d) = tree.digest(&path) {
-                        detail_below(tree, &path, &mut detail);
+                        detailed.push((tree, path.clone()));
                         files.insert(path, d.to_string());
                     }
                 }
             }
         }
         let key = builder.finish();
+        // Listing every file below a big directory costs milliseconds: unneeded when the
+        // memory already holds this very key (then the files are the ones it lists).
+        let mut detail = String::new();
+        if !self.memory.remembers(op, &key) {
+            let mut below = Vec::new();
+            for (tree, path) in &detailed {
+                detail_below(tree, path, &mut below);
+            }
+            detail = crate::memory::detail_pairs(below);
+        }
         let env = match &op.kind {
             OpKind::Run(run) => run.env.clone(),
             _ => Vec::new(),
@@ -674,23 +685,26 @@ fn is_link(op: &Op) -> bool {
 /// explained by its top directory alone.
 const DETAIL_LIMIT: usize = 20_000;
 
-/// Records the files and symlinks below `path` when it is a directory of the context.
-fn detail_below(tree: &ContextTree, path: &str, detail: &mut BTreeMap<String, String>) {
+/// Adds the files and symlinks below `path`, when it is a directory of the context, to `out`
+/// as (path, entry), in path order.
+fn detail_below<'t>(
+    tree: &'t ContextTree,
+    path: &str,
+    out: &mut Vec<(&'t str, &'t forge_cache::ContextEntry)>,
+) {
     let is_dir = tree
         .entry(path)
         .is_some_and(|e| e.kind == forge_cache::EntryKind::Dir);
     if !is_dir {
         return;
     }
-    let leaves: Vec<(&str, &forge_cache::ContextEntry)> = tree
-        .entries_under(path)
-        .filter(|(_, e)| e.kind != forge_cache::EntryKind::Dir)
-        .take(DETAIL_LIMIT + 1)
-        .collect();
-    if leaves.len() > DETAIL_LIMIT {
-        return;
-    }
-    for (p, e) in leaves {
-        detail.insert(p.to_owned(), e.digest.to_string());
+    let start = out.len();
+    out.extend(
+        tree.entries_under(path)
+            .filter(|(_, e)| e.kind != forge_cache::EntryKind::Dir)
+            .take(DETAIL_LIMIT + 1),
+    );
+    if out.len() - start > DETAIL_LIMIT {
+        out.truncate(start);
     }
 }
