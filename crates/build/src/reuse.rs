@@ -14,11 +14,10 @@
 //! up before changing it, and the copier never sets metadata on a linked file. A pruned
 //! earlier snapshot just means the link fails and the file is copied.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use forge_cache::{CacheKey, CacheRecord, ContextTree, SnapshotId, Store};
+use forge_cache::{CacheKey, CacheRecord, ContentDigest, ContextTree, SnapshotId, Store};
 use forge_planner::OpKind;
 
 use crate::error::BuildError;
@@ -28,7 +27,7 @@ use crate::images::lock;
 /// and the directory it copies from.
 pub(crate) fn family_key(kind: &OpKind, context: &Path) -> CacheKey {
     let definition = serde_json::to_string(kind).unwrap_or_default();
-    CacheKey::builder("copy-reuse/v2")
+    CacheKey::builder("copy-reuse/v3")
         .extra("op", definition.as_bytes())
         .extra("context", context.as_os_str().as_encoded_bytes())
         .finish()
@@ -40,8 +39,53 @@ pub(crate) fn family_key(kind: &OpKind, context: &Path) -> CacheKey {
 pub(crate) struct CopyReuse<'t> {
     tree: &'t ContextTree,
     /// The earlier snapshot's root directory and its index.
-    earlier: Option<(PathBuf, HashMap<String, String>)>,
-    wrote: Mutex<BTreeMap<String, String>>,
+    earlier: Option<(PathBuf, Index)>,
+    wrote: Mutex<Vec<(String, ContentDigest)>>,
+}
+
+/// A COPY's index as it is stored: one string of `target NUL digest NUL` pairs sorted by
+/// target (digests in hex), found by binary search. One string rather than a JSON map of
+/// thousands of entries: loading it is a copy, not an allocation per file.
+#[derive(Debug)]
+struct Index {
+    pairs: String,
+    /// Where each pair's target, and its digest, start and end in `pairs`.
+    spans: Vec<(u32, u32, u32, u32)>,
+}
+
+impl Index {
+    fn parse(pairs: String) -> Option<Index> {
+        let mut spans = Vec::new();
+        let mut at = 0usize;
+        let bytes = pairs.as_bytes();
+        while at < bytes.len() {
+            let target_end = at + bytes[at..].iter().position(|&b| b == 0)?;
+            let digest_end =
+                target_end + 1 + bytes[target_end + 1..].iter().position(|&b| b == 0)?;
+            let span = |v: usize| u32::try_from(v).ok();
+            spans.push((
+                span(at)?,
+                span(target_end)?,
+                span(target_end + 1)?,
+                span(digest_end)?,
+            ));
+            at = digest_end + 1;
+        }
+        Some(Index { pairs, spans })
+    }
+
+    /// The digest recorded for `target`.
+    fn get(&self, target: &str) -> Option<ContentDigest> {
+        let at = |a: u32, b: u32| &self.pairs[a as usize..b as usize];
+        let i = self
+            .spans
+            .binary_search_by(|&(a, b, _, _)| at(a, b).cmp(target))
+            .ok()?;
+        let (_, _, c, d) = self.spans[i];
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(at(c, d), &mut digest).ok()?;
+        Some(ContentDigest(digest))
+    }
 }
 
 impl<'t> CopyReuse<'t> {
@@ -59,20 +103,22 @@ impl<'t> CopyReuse<'t> {
             .and_then(|mut record| {
                 let snapshot = record.snapshot?;
                 let root = store.snapshot_fs(&snapshot).ok()?;
-                let files = record.payload.get_mut("files")?.take();
-                let files: HashMap<String, String> = serde_json::from_value(files).ok()?;
-                Some((root, files))
+                let serde_json::Value::String(pairs) = record.payload.get_mut("pairs")?.take()
+                else {
+                    return None;
+                };
+                Some((root, Index::parse(pairs)?))
             });
         CopyReuse {
             tree,
             earlier,
-            wrote: Mutex::new(BTreeMap::new()),
+            wrote: Mutex::new(Vec::new()),
         }
     }
 
-    fn digest_of(&self, src: &Path) -> Option<String> {
-        let rel = src.strip_prefix(self.tree.root()).ok()?.to_str()?;
-        Some(self.tree.digest(rel)?.to_string())
+    fn digest_of(&self, src: &Path) -> Option<ContentDigest> {
+        let rel = forge_executor::path_below(src, self.tree.root())?.to_str()?;
+        self.tree.digest(rel)
     }
 
     /// Records this copy's index for the next build of the family.
@@ -83,15 +129,26 @@ impl<'t> CopyReuse<'t> {
         snapshot: &SnapshotId,
         description: &str,
     ) -> Result<(), BuildError> {
-        let files = self.wrote.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut files = self.wrote.into_inner().unwrap_or_else(|e| e.into_inner());
         if files.is_empty() {
             return Ok(());
+        }
+        // A target written twice keeps its last source, as the tree does.
+        files.reverse();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.dedup_by(|a, b| a.0 == b.0);
+        let mut pairs = String::with_capacity(files.len() * 100);
+        for (target, digest) in files {
+            pairs.push_str(&target);
+            pairs.push('\0');
+            pairs.push_str(&hex::encode(digest.0));
+            pairs.push('\0');
         }
         store.put_record(
             family,
             &CacheRecord {
                 snapshot: Some(snapshot.clone()),
-                payload: serde_json::json!({ "files": files }),
+                payload: serde_json::json!({ "pairs": pairs }),
                 description: format!("reuse index of {description}"),
                 ..CacheRecord::default()
             },
@@ -102,14 +159,42 @@ impl<'t> CopyReuse<'t> {
 
 impl forge_executor::Reuse for CopyReuse<'_> {
     fn identical(&self, src: &Path, target: &Path) -> Option<PathBuf> {
-        let (root, files) = self.earlier.as_ref()?;
-        let before = files.get(target.to_str()?)?;
-        (self.digest_of(src)? == *before).then(|| root.join(target))
+        let (root, index) = self.earlier.as_ref()?;
+        let before = index.get(target.to_str()?)?;
+        (self.digest_of(src)? == before).then(|| root.join(target))
     }
 
     fn wrote(&self, src: &Path, target: &Path) {
         if let (Some(digest), Some(target)) = (self.digest_of(src), target.to_str()) {
-            lock(&self.wrote).insert(target.to_owned(), digest);
+            lock(&self.wrote).push((target.to_owned(), digest));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_finds_each_target_and_nothing_else() {
+        let digest = |n: u8| ContentDigest([n; 32]);
+        let mut pairs = String::new();
+        for (target, n) in [("a", 1u8), ("data/f 1", 2), ("data/f2", 3), ("z\u{e9}", 4)] {
+            pairs.push_str(target);
+            pairs.push('\0');
+            pairs.push_str(&hex::encode(digest(n).0));
+            pairs.push('\0');
+        }
+        let index = Index::parse(pairs).unwrap();
+        assert_eq!(index.get("a"), Some(digest(1)));
+        assert_eq!(index.get("data/f 1"), Some(digest(2)));
+        assert_eq!(index.get("data/f2"), Some(digest(3)));
+        assert_eq!(index.get("z\u{e9}"), Some(digest(4)));
+        for absent in ["", "b", "data", "data/f", "data/f3"] {
+            assert_eq!(index.get(absent), None, "{absent:?}");
+        }
+        // A damaged index (an unterminated pair) is no index: everything is copied.
+        assert!(Index::parse("a\0abc".to_owned()).is_none());
+        assert!(Index::parse(String::new()).unwrap().get("a").is_none());
     }
 }

@@ -21,8 +21,8 @@ mod user;
 
 pub use error::ExecError;
 pub use fileop::{
-    copy, copy_or_defer, list_source_files, resolve_owner, resolve_sources, ChmodSpec, CopyOptions,
-    CopyReport, CopySource, CopySpec, DeferredCopy, FileOpError, Reuse, Staged,
+    copy, copy_or_defer, list_source_files, path_below, resolve_owner, resolve_sources, ChmodSpec,
+    CopyOptions, CopyReport, CopySource, CopySpec, DeferredCopy, FileOpError, Reuse, Staged,
 };
 pub use init::{sandbox_init_main, SANDBOX_INIT_ARG};
 pub use orphans::reap_orphans;

@@ -87,7 +87,7 @@ impl<'a> Copier<'a> {
     /// source vouches for, with exactly the size, mtime, mode and owner the copy would give.
     fn reusable(&self, src: &Path, meta: &Metadata, target: &Path) -> Option<PathBuf> {
         let (reuse, root) = self.reuse?;
-        let old = reuse.identical(src, target.strip_prefix(root).ok()?)?;
+        let old = reuse.identical(src, super::path_below(target, root)?)?;
         let m = fs::symlink_metadata(&old).ok()?;
         let owner = self.owner_for(meta);
         let same = m.is_file()
@@ -275,7 +275,7 @@ impl<'a> Copier<'a> {
             }
             drop(inodes);
             if let Some((reuse, root)) = self.reuse {
-                if let Ok(rel) = target.strip_prefix(root) {
+                if let Some(rel) = super::path_below(target, root) {
                     reuse.wrote(src, rel);
                 }
             }
