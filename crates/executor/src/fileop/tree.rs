@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
@@ -45,7 +47,50 @@ pub(crate) struct Copier<'a> {
     /// Earlier files to link, and the root that targets are relative to for it.
     reuse: Option<(&'a dyn Reuse, &'a Path)>,
     instruction: &'static str,
+    /// The directories of the last earlier file looked at and of the last link made, held
+    /// open: linking a directory's unchanged files then looks up one name each, not two long
+    /// paths. Each worker has its own.
+    link_dirs: LinkDirs,
     pub(crate) report: CopyReport,
+}
+
+/// An open directory and its path, reused while consecutive files are in it.
+#[derive(Debug)]
+struct OpenDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+/// [`Copier::link_dirs`]: the earlier snapshot's directory and the target directory.
+#[derive(Debug, Default)]
+struct LinkDirs {
+    old: Option<OpenDir>,
+    target: Option<OpenDir>,
+}
+
+impl Clone for LinkDirs {
+    /// A copy starts with nothing open (a worker on another thread opens its own).
+    fn clone(&self) -> Self {
+        LinkDirs::default()
+    }
+}
+
+/// The open directory holding `path` (from `slot` when it is that one already) and the name
+/// of `path` in it.
+fn dir_of<'s>(
+    slot: &'s mut Option<OpenDir>,
+    path: &'s Path,
+) -> Option<(std::os::fd::BorrowedFd<'s>, &'s std::ffi::OsStr)> {
+    use std::os::fd::AsFd;
+    let (parent, name) = (path.parent()?, path.file_name()?);
+    if slot.as_ref().is_none_or(|d| d.path != parent) {
+        let fd = File::open(parent).ok()?;
+        *slot = Some(OpenDir {
+            path: parent.to_path_buf(),
+            fd: fd.into(),
+        });
+    }
+    Some((slot.as_ref()?.fd.as_fd(), name))
 }
 
 impl<'a> Copier<'a> {
@@ -65,6 +110,7 @@ impl<'a> Copier<'a> {
             cancel: None,
             reuse: None,
             instruction: "COPY",
+            link_dirs: LinkDirs::default(),
             report: CopyReport::default(),
         }
     }
@@ -85,18 +131,41 @@ impl<'a> Copier<'a> {
 
     /// An earlier file to hardlink in place of copying `src` to `target`: one the reuse
     /// source vouches for, with exactly the size, mtime, mode and owner the copy would give.
-    fn reusable(&self, src: &Path, meta: &Metadata, target: &Path) -> Option<PathBuf> {
+    fn reusable(&mut self, src: &Path, meta: &Metadata, target: &Path) -> Option<PathBuf> {
         let (reuse, root) = self.reuse?;
         let old = reuse.identical(src, super::path_below(target, root)?)?;
-        let m = fs::symlink_metadata(&old).ok()?;
+        let (dir, name) = dir_of(&mut self.link_dirs.old, &old)?;
+        let m = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()?;
         let owner = self.owner_for(meta);
-        let same = m.is_file()
-            && m.len() == meta.len()
-            && m.mtime() == meta.mtime()
-            && m.mtime_nsec() == meta.mtime_nsec()
-            && m.mode() & 0o7777 == self.mode_for(meta)
-            && (m.uid(), m.gid()) == (owner.uid, owner.gid);
+        let same = m.st_mode & libc::S_IFMT == libc::S_IFREG
+            && u64::try_from(m.st_size).ok() == Some(meta.len())
+            && m.st_mtime == meta.mtime()
+            && m.st_mtime_nsec == meta.mtime_nsec()
+            && m.st_mode & 0o7777 == self.mode_for(meta)
+            && (m.st_uid, m.st_gid) == (owner.uid, owner.gid);
         same.then_some(old)
+    }
+
+    /// Hardlinks the earlier file `old` (just vouched for by [`Copier::reusable`]) as `target`,
+    /// both looked up in their open directories.
+    fn link_earlier(&mut self, old: &Path, target: &Path) -> bool {
+        let Some((old_dir, old_name)) = dir_of(&mut self.link_dirs.old, old) else {
+            return false;
+        };
+        let old_dir = old_dir.as_raw_fd();
+        let Some((dir, name)) = dir_of(&mut self.link_dirs.target, target) else {
+            return false;
+        };
+        nix::unistd::linkat(
+            Some(old_dir),
+            old_name,
+            Some(dir.as_raw_fd()),
+            name,
+            // No AT_SYMLINK_FOLLOW: `old` itself is linked (it is a regular file anyway).
+            AtFlags::empty(),
+        )
+        .is_ok()
     }
 
     /// Treats what `ignore` matches (relative to `root`) as absent from the source.
@@ -247,7 +316,8 @@ impl<'a> Copier<'a> {
             // A multiply-linked source stays linked: its first copy is remembered, and the map
             // stays locked while that copy is made, so a copier on another thread links to a
             // file that exists.
-            let mut inodes = (meta.nlink() > 1).then(|| lock(&self.inodes));
+            let map = Arc::clone(&self.inodes);
+            let mut inodes = (meta.nlink() > 1).then(|| lock(&map));
             let key = (meta.dev(), meta.ino());
             let first = inodes.as_ref().and_then(|m| m.get(&key).cloned());
             // The first copy may have been replaced since (the same source copied twice in
@@ -259,7 +329,7 @@ impl<'a> Copier<'a> {
             } else {
                 let reused = self
                     .reusable(src, &meta, target)
-                    .is_some_and(|old| fs::hard_link(old, target).is_ok());
+                    .is_some_and(|old| self.link_earlier(&old, target));
                 if reused {
                     // The inode belongs to an earlier snapshot too: its metadata is already
                     // right and must not be touched.
