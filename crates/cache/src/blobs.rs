@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Result, StoreError};
 use crate::fsutil;
 use crate::store::{LeaseItem, Store};
-use crate::uncached::UncachedWriter;
+use crate::uncached::{Piece, UncachedWriter};
 
 /// A blob that is in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,8 @@ pub struct BlobWriter<'s> {
     store: &'s Store,
     path: PathBuf,
     out: Option<Out>,
-    /// `None` once the hashing moved to a [`BlobHasher`] ([`BlobWriter::split_hasher`]).
+    /// The hash of what went through the page cache; an uncached writer hashes on its own
+    /// thread instead (`None` here).
     hasher: Option<Sha256>,
     size: u64,
 }
@@ -49,7 +50,7 @@ enum Out {
         writeback_started: u64,
     },
     /// Past it ([`Store::blob_writer_uncached`]).
-    Uncached(UncachedWriter),
+    Uncached(Box<UncachedWriter>),
 }
 
 impl std::fmt::Debug for Out {
@@ -90,11 +91,17 @@ impl Out {
         Ok(n)
     }
 
-    /// Writes out what is buffered and returns the file, not yet fsynced.
-    fn finish(self) -> io::Result<File> {
+    /// Writes out what is buffered and returns the file, not yet fsynced, with the hash and
+    /// length of its bytes when this side hashed them.
+    fn finish(self) -> io::Result<(File, Option<(Sha256, u64)>)> {
         match self {
-            Out::Cached { file, .. } => file.into_inner().map_err(|e| e.into_error()),
-            Out::Uncached(out) => out.finish().map(|(file, _)| file),
+            Out::Cached { file, .. } => file
+                .into_inner()
+                .map(|file| (file, None))
+                .map_err(|e| e.into_error()),
+            Out::Uncached(out) => out
+                .finish()
+                .map(|(file, len, sha)| (file, Some((sha, len)))),
         }
     }
 }
@@ -130,36 +137,48 @@ impl Drop for BlobWriter<'_> {
 impl<'s> BlobWriter<'s> {
     /// Finishes the blob: checks it against `expected` (digest and size) when given, fsyncs it,
     /// and publishes it under its digest. Returns its digest and size.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
-        let hasher = self.hasher.take().expect("a BlobWriter hashes until split");
-        let size = self.size;
-        self.publish(hasher, size, expected)
+    pub fn commit(self, expected: Option<&Digest>) -> Result<BlobInfo> {
+        self.publish(expected)
     }
 
-    /// Moves the hashing out of this writer into a [`BlobHasher`], so it can run on another
-    /// thread while this one writes (a layer export hashes a chunk while writing the next). The
-    /// digest is still the store's: [`SplitBlobWriter::commit`] finalises that hasher itself and
-    /// refuses the blob unless the hasher saw exactly as many bytes as were written and the
-    /// result equals `expected`.
-    pub fn split_hasher(mut self) -> (SplitBlobWriter<'s>, BlobHasher) {
-        let hasher = BlobHasher {
-            hasher: self.hasher.take().expect("a BlobWriter hashes until split"),
-            size: self.size,
-        };
-        (SplitBlobWriter(self), hasher)
+    /// A [`Piece`] to fill with the blob's next bytes in place, then hand back with
+    /// [`BlobWriter::put_piece`]: a producer that reads its bytes from files (the layer
+    /// exporter) reads them straight into the buffer the disk write is made from.
+    pub fn take_piece(&mut self) -> io::Result<Piece> {
+        match self.out.as_mut().expect("open until commit") {
+            Out::Uncached(out) => out.take(),
+            Out::Cached { .. } => Ok(Piece::new()),
+        }
     }
 
-    /// Checks, fsyncs and renames into place; `hashed` bytes went through `hasher`.
-    fn publish(
-        mut self,
-        hasher: Sha256,
-        hashed: u64,
-        expected: Option<&Digest>,
-    ) -> Result<BlobInfo> {
+    /// The blob's next `len` bytes are the first `len` of `piece` (a whole piece, except for
+    /// the last). They are hashed by the store as any other bytes.
+    pub fn put_piece(&mut self, mut piece: Piece, len: usize) -> io::Result<()> {
+        match self.out.as_mut().expect("open until commit") {
+            Out::Uncached(out) => out.put(piece, len)?,
+            Out::Cached { .. } => self.write_all(&piece.as_mut()[..len])?,
+        }
+        if matches!(self.out, Some(Out::Uncached(_))) {
+            self.size += len as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes, checks, fsyncs and renames into place.
+    fn publish(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
         let out = self.out.take().expect("open until commit");
         let refuse = |path: &Path, err: StoreError| {
             let _ = fs::remove_file(path);
             Err(err)
+        };
+        let (file, hashed) = match out.finish() {
+            Ok(done) => done,
+            Err(e) => return refuse(&self.path, StoreError::io("write", &self.path)(e)),
+        };
+        let (hasher, hashed) = match (hashed, self.hasher.take()) {
+            (Some(hashed), _) => hashed,
+            (None, Some(hasher)) => (hasher, self.size),
+            (None, None) => unreachable!("a cached blob writer hashes as it writes"),
         };
         let hex = hex::encode(hasher.finalize());
         let digest = sha256_digest(&hex);
@@ -184,12 +203,8 @@ impl<'s> BlobWriter<'s> {
                 );
             }
         }
-        let flushed = out
-            .finish()
-            .map_err(StoreError::io("write", &self.path))
-            .and_then(|file| file.sync_all().map_err(StoreError::io("fsync", &self.path)));
-        if let Err(e) = flushed {
-            return refuse(&self.path, e);
+        if let Err(e) = file.sync_all() {
+            return refuse(&self.path, StoreError::io("fsync", &self.path)(e));
         }
         let store = self.store;
         let target = store.blob_path(&digest)?;
@@ -206,55 +221,6 @@ impl<'s> BlobWriter<'s> {
             digest,
             size: self.size,
         })
-    }
-}
-
-/// The hashing half of a [`BlobWriter`] after [`BlobWriter::split_hasher`]: it must be given the
-/// blob's bytes, all of them, in the order they are written. It can be sent to another thread.
-#[derive(Debug)]
-pub struct BlobHasher {
-    hasher: Sha256,
-    size: u64,
-}
-
-impl BlobHasher {
-    /// Hashes the next bytes of the blob.
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-    }
-}
-
-/// The writing half of a [`BlobWriter`] after [`BlobWriter::split_hasher`]: it writes without
-/// hashing. Dropped without commit, it leaves nothing behind.
-///
-/// Why this is safe: the blob is still published under a digest the store computes itself (its
-/// own sha256 in the [`BlobHasher`]), never one the producer merely claims; the count of hashed
-/// bytes must equal the count of written ones, and `expected` is checked as by
-/// [`BlobWriter::commit`]. What the store can no longer see is a producer that hashes different
-/// bytes of the same length than it writes, so this is for producers in this process that hand
-/// the same buffer to both halves (the layer writer of forge-export, whose tests compare the
-/// digest with a re-hash of the published file). Bytes from outside (pulls, imports, archives)
-/// keep going through [`BlobWriter`], hashed as they are written.
-#[derive(Debug)]
-pub struct SplitBlobWriter<'s>(BlobWriter<'s>);
-
-impl Write for SplitBlobWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl SplitBlobWriter<'_> {
-    /// Finishes the blob with the digest `hasher` computed: refused unless the hasher saw as
-    /// many bytes as were written and, when given, its digest is `expected`. Then as
-    /// [`BlobWriter::commit`]: fsynced and published under that digest.
-    pub fn commit(self, hasher: BlobHasher, expected: Option<&Digest>) -> Result<BlobInfo> {
-        self.0.publish(hasher.hasher, hasher.size, expected)
     }
 }
 
@@ -331,7 +297,9 @@ impl Store {
             let file = file
                 .into_inner()
                 .map_err(|e| StoreError::io("create", &writer.path)(e.into_error()))?;
-            writer.out = Some(Out::Uncached(UncachedWriter::new(file)));
+            writer.out = Some(Out::Uncached(Box::new(UncachedWriter::new(file))));
+            // It hashes on a thread of its own.
+            writer.hasher = None;
         }
         Ok(writer)
     }

@@ -21,7 +21,7 @@ mod snapshots;
 mod store;
 mod uncached;
 
-pub use blobs::{BlobHasher, BlobInfo, BlobWriter, SplitBlobWriter};
+pub use blobs::{BlobInfo, BlobWriter};
 pub use cache_mounts::{CacheMount, CacheSharing};
 pub use context::{
     ContextEntry, ContextHasher, ContextTree, EntryKind, HashStats, NoFilter, PathFilter,
@@ -36,3 +36,4 @@ pub use key::{CacheKey, CacheKeyBuilder, ContentDigest};
 pub use records::CacheRecord;
 pub use snapshots::{SnapshotDraft, SnapshotId, SnapshotMeta};
 pub use store::{Lease, LeaseItem, Store, StoreConfig};
+pub use uncached::{Piece, PIECE_LEN};

@@ -21,7 +21,7 @@ use forge_cache::Store;
 
 use crate::hash::HashingWriter;
 use crate::pgzip::ParallelGzEncoder;
-use crate::pipe::{pipelined, ChunkHasher, ChunkSink, ChunkWriter, Inline};
+use crate::pipe::{pipelined, ChunkHasher, ChunkSink, ChunkWriter, Inline, ToStore};
 use crate::prefetch::Prefetcher;
 use crate::sys::{self, XattrOf};
 use crate::tarfmt::{self, Header, Kind};
@@ -179,11 +179,11 @@ pub fn write_layer(
 /// Writes the layer tar of `snapshot_dir` (the bytes [`write_layer`] gives) into `store` as a
 /// blob: staged, fsynced, renamed; if anything fails, nothing is published.
 ///
-/// The tar is hashed once. Uncompressed, the blob is the tar: the store's writer is split
-/// ([`forge_cache::BlobWriter::split_hasher`]) so that its own hasher, on a second thread, hashes
-/// each chunk right after this thread wrote it, and the store publishes the blob under that
-/// digest, which is also the diff_id. Compressed, the store's writer hashes the compressed bytes
-/// as usual and the second thread hashes the tar for the diff_id.
+/// The tar is hashed once, by the store. Uncompressed, the blob is the tar: the walker fills the
+/// store's own write buffers (file contents are read straight into them), and the store hashes
+/// and writes each on threads of its own, past the page cache; its digest is also the diff_id.
+/// Compressed, the store's writer hashes the compressed bytes as usual and a second thread
+/// hashes the tar for the diff_id.
 ///
 /// `cancel`, when given and raised, stops the walk at the next entry with
 /// [`ExportError::Cancelled`].
@@ -198,20 +198,18 @@ pub fn write_layer_to_store(
         source,
     };
     // The build does not read its layers back: they go past the page cache.
-    let writer = store.blob_writer_uncached().map_err(store_err)?;
+    let mut writer = store.blob_writer_uncached().map_err(store_err)?;
     let media_type = opts.compression.media_type();
     if opts.compression == Compression::Uncompressed {
-        let (writer, hasher) = writer.split_hasher();
-        let streamed = stream_layer(snapshot_dir, writer, hasher, opts, Threads::Two, cancel)?;
-        let blob = streamed
-            .out
-            .commit(streamed.tar_hasher, None)
-            .map_err(store_err)?;
+        let mut chunks = ChunkWriter::new(ToStore(&mut writer)).map_err(write_err)?;
+        write_tar(snapshot_dir, opts, cancel, &mut chunks)?;
+        let (_, tar_size) = chunks.finish().map_err(write_err)?;
+        let blob = writer.commit(None).map_err(store_err)?;
         return Ok(LayerInfo {
             diff_id: blob.digest.clone(),
             digest: blob.digest,
             size: blob.size,
-            uncompressed_size: streamed.tar_size,
+            uncompressed_size: tar_size,
             media_type,
         });
     }
@@ -282,9 +280,10 @@ fn stream_layer<W: Write, H: ChunkHasher>(
             let mut chunks = ChunkWriter::new(Inline {
                 out: tar_out,
                 hasher: tar_hasher,
-            });
+            })
+            .map_err(write_err)?;
             write_tar(snapshot_dir, opts, cancel, &mut chunks)?;
-            let sink = chunks.finish().map_err(write_err)?;
+            let (sink, _) = chunks.finish().map_err(write_err)?;
             (sink.out, sink.hasher)
         }
     };

@@ -1,11 +1,15 @@
-//! The layer writer's chunked tar stream and its two-thread form. The tree walker fills
-//! fixed-size chunks with tar bytes; each chunk is written out (compressed first, if asked) on the
-//! walker's thread and hashed on a second one ([`pipelined`]), so the walk, its file reads and the
-//! writes overlap the sha256, which is the biggest single cost. A handful of chunks in flight bound
-//! the memory (never a whole layer); chunks are recycled, not reallocated.
+//! The layer writer's chunked tar stream and where the chunks go. The tree walker fills
+//! fixed-size chunks ([`forge_cache::Piece`]s) with tar bytes, reading file contents straight
+//! into them. A chunk for the store goes to the store's blob writer as it is ([`ToStore`]): the
+//! store hashes and writes it on threads of its own, never copying it. Otherwise each chunk is
+//! written out (compressed first, if asked) on the walker's thread and hashed on a second one
+//! ([`pipelined`]), so the walk, its file reads and the writes overlap the sha256, which is the
+//! biggest single cost. A handful of chunks in flight bound the memory (never a whole layer);
+//! chunks are recycled, not reallocated.
 
 use std::io::{self, Read, Write};
-use std::mem;
+
+use forge_cache::{BlobWriter, Piece};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread;
 
@@ -14,12 +18,11 @@ use sha2::Sha256;
 use crate::tarfmt;
 use crate::ExportError;
 
-/// Bytes per chunk: big enough that a write or hash call per chunk costs nothing, and that the
-/// store's writer passes each chunk straight to the file.
-pub(crate) const CHUNK: usize = 1 << 20;
+/// Bytes per chunk: a store piece (4 MiB), which the store writes to disk as it is.
+pub(crate) const CHUNK: usize = forge_cache::PIECE_LEN;
 
 /// Chunks alive at once in a pipeline (being filled, queued, being hashed): its memory bound.
-const MAX_CHUNKS: usize = 6;
+const MAX_CHUNKS: usize = 4;
 
 /// Something that hashes the tar stream, on whichever thread the chunks are hashed.
 pub(crate) trait ChunkHasher: Send {
@@ -32,40 +35,50 @@ impl ChunkHasher for Sha256 {
     }
 }
 
-impl ChunkHasher for forge_cache::BlobHasher {
-    fn update(&mut self, bytes: &[u8]) {
-        forge_cache::BlobHasher::update(self, bytes);
-    }
-}
-
 /// Where full chunks go.
 pub(crate) trait ChunkSink {
-    /// Takes the first `len` bytes of `chunk`; returns a buffer of [`CHUNK`] bytes to fill next.
-    fn take(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<Vec<u8>>;
+    /// Takes the first `len` bytes of `chunk`; returns a chunk to fill next.
+    fn take(&mut self, chunk: Piece, len: usize) -> io::Result<Piece>;
     /// Takes the last, possibly partial, chunk.
-    fn last(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<()>;
+    fn last(&mut self, chunk: Piece, len: usize) -> io::Result<()>;
+    /// The first chunk to fill.
+    fn first(&mut self) -> io::Result<Piece> {
+        Ok(Piece::new())
+    }
 }
 
 /// The tar stream as the walker writes it: bytes are gathered into chunks; file contents are read
 /// straight into the chunk (no bounce buffer).
 pub(crate) struct ChunkWriter<S> {
-    buf: Vec<u8>,
+    /// `None` only while a full chunk is being exchanged for an empty one.
+    buf: Option<Piece>,
     filled: usize,
+    /// Bytes handed to the sink so far.
+    total: u64,
     sink: S,
 }
 
 impl<S: ChunkSink> ChunkWriter<S> {
-    pub(crate) fn new(sink: S) -> Self {
-        ChunkWriter {
-            buf: vec![0; CHUNK],
+    pub(crate) fn new(mut sink: S) -> io::Result<Self> {
+        Ok(ChunkWriter {
+            buf: Some(sink.first()?),
             filled: 0,
+            total: 0,
             sink,
-        }
+        })
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        self.buf
+            .as_mut()
+            .expect("a chunk is held between hand-offs")
+            .as_mut()
     }
 
     fn hand_off(&mut self) -> io::Result<()> {
-        let full = mem::take(&mut self.buf);
-        self.buf = self.sink.take(full, self.filled)?;
+        let full = self.buf.take().expect("a chunk is held between hand-offs");
+        self.buf = Some(self.sink.take(full, self.filled)?);
+        self.total += self.filled as u64;
         self.filled = 0;
         Ok(())
     }
@@ -79,7 +92,8 @@ impl<S: ChunkSink> ChunkWriter<S> {
                 self.hand_off()?;
             }
             let room = (CHUNK - self.filled).min(usize::try_from(left).unwrap_or(usize::MAX));
-            match data.read(&mut self.buf[self.filled..self.filled + room]) {
+            let filled = self.filled;
+            match data.read(&mut self.buf()[filled..filled + room]) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -100,11 +114,11 @@ impl<S: ChunkSink> ChunkWriter<S> {
         tarfmt::write_padding(self, size)
     }
 
-    /// Hands off what is left and returns the sink.
-    pub(crate) fn finish(mut self) -> io::Result<S> {
-        let last = mem::take(&mut self.buf);
+    /// Hands off what is left; returns the sink and how many bytes it was given in all.
+    pub(crate) fn finish(mut self) -> io::Result<(S, u64)> {
+        let last = self.buf.take().expect("a chunk is held between hand-offs");
         self.sink.last(last, self.filled)?;
-        Ok(self.sink)
+        Ok((self.sink, self.total + self.filled as u64))
     }
 }
 
@@ -114,7 +128,8 @@ impl<S: ChunkSink> Write for ChunkWriter<S> {
             self.hand_off()?;
         }
         let n = buf.len().min(CHUNK - self.filled);
-        self.buf[self.filled..self.filled + n].copy_from_slice(&buf[..n]);
+        let filled = self.filled;
+        self.buf()[filled..filled + n].copy_from_slice(&buf[..n]);
         self.filled += n;
         Ok(n)
     }
@@ -132,14 +147,33 @@ pub(crate) struct Inline<W, H> {
 }
 
 impl<W: Write, H: ChunkHasher> ChunkSink for Inline<W, H> {
-    fn take(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<Vec<u8>> {
-        self.out.write_all(&chunk[..len])?;
-        self.hasher.update(&chunk[..len]);
+    fn take(&mut self, mut chunk: Piece, len: usize) -> io::Result<Piece> {
+        self.out.write_all(&chunk.as_mut()[..len])?;
+        self.hasher.update(&chunk.as_mut()[..len]);
         Ok(chunk)
     }
 
-    fn last(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<()> {
+    fn last(&mut self, chunk: Piece, len: usize) -> io::Result<()> {
         self.take(chunk, len).map(drop)
+    }
+}
+
+/// Each chunk goes to the store's blob writer as it is, which hashes and writes it on threads
+/// of its own.
+pub(crate) struct ToStore<'w, 's>(pub(crate) &'w mut BlobWriter<'s>);
+
+impl ChunkSink for ToStore<'_, '_> {
+    fn first(&mut self) -> io::Result<Piece> {
+        self.0.take_piece()
+    }
+
+    fn take(&mut self, chunk: Piece, len: usize) -> io::Result<Piece> {
+        self.0.put_piece(chunk, len)?;
+        self.0.take_piece()
+    }
+
+    fn last(&mut self, chunk: Piece, len: usize) -> io::Result<()> {
+        self.0.put_piece(chunk, len)
     }
 }
 
@@ -147,8 +181,8 @@ impl<W: Write, H: ChunkHasher> ChunkSink for Inline<W, H> {
 /// sends it back empty.
 pub(crate) struct HashAside<W> {
     out: W,
-    full: SyncSender<(Vec<u8>, usize)>,
-    empty: Receiver<Vec<u8>>,
+    full: SyncSender<(Piece, usize)>,
+    empty: Receiver<Piece>,
     allocated: usize,
 }
 
@@ -160,22 +194,22 @@ fn hasher_gone() -> io::Error {
 }
 
 impl<W: Write> ChunkSink for HashAside<W> {
-    fn take(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<Vec<u8>> {
-        self.out.write_all(&chunk[..len])?;
+    fn take(&mut self, mut chunk: Piece, len: usize) -> io::Result<Piece> {
+        self.out.write_all(&chunk.as_mut()[..len])?;
         self.full.send((chunk, len)).map_err(|_| hasher_gone())?;
         match self.empty.try_recv() {
             Ok(buf) => Ok(buf),
             Err(TryRecvError::Empty) if self.allocated < MAX_CHUNKS => {
                 self.allocated += 1;
-                Ok(vec![0; CHUNK])
+                Ok(Piece::new())
             }
             Err(TryRecvError::Empty) => self.empty.recv().map_err(|_| hasher_gone()),
             Err(TryRecvError::Disconnected) => Err(hasher_gone()),
         }
     }
 
-    fn last(&mut self, chunk: Vec<u8>, len: usize) -> io::Result<()> {
-        self.out.write_all(&chunk[..len])?;
+    fn last(&mut self, mut chunk: Piece, len: usize) -> io::Result<()> {
+        self.out.write_all(&chunk.as_mut()[..len])?;
         self.full.send((chunk, len)).map_err(|_| hasher_gone())
     }
 }
@@ -188,28 +222,32 @@ pub(crate) fn pipelined<W: Write, H: ChunkHasher, T>(
     mut hasher: H,
     produce: impl FnOnce(&mut ChunkWriter<HashAside<W>>) -> Result<T, ExportError>,
 ) -> Result<(T, W, H), ExportError> {
-    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(MAX_CHUNKS - 2);
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Piece, usize)>(MAX_CHUNKS - 2);
     let (empty_tx, empty_rx) = mpsc::channel();
     thread::scope(|scope| {
         let hashing = scope.spawn(move || {
-            for (chunk, len) in full_rx {
-                hasher.update(&chunk[..len]);
+            for (mut chunk, len) in full_rx {
+                hasher.update(&chunk.as_mut()[..len]);
                 // The walker may be done and gone: then nobody needs the buffer back.
                 let _ = empty_tx.send(chunk);
             }
             hasher
         });
-        let mut writer = ChunkWriter::new(HashAside {
+        let writer = ChunkWriter::new(HashAside {
             out,
             full: full_tx,
             empty: empty_rx,
             allocated: 1,
         });
-        let produced = produce(&mut writer)
-            .and_then(|value| Ok((value, writer.finish().map_err(crate::layer::write_err)?)));
+        let produced = writer
+            .map_err(crate::layer::write_err)
+            .and_then(|mut writer| {
+                let value = produce(&mut writer)?;
+                Ok((value, writer.finish().map_err(crate::layer::write_err)?))
+            });
         // On success `finish` returned the sink, on failure the writer is gone: either way the
         // chunk sender is dropped here, which ends the hashing loop.
-        let produced = produced.map(|(value, sink)| (value, sink.out));
+        let produced = produced.map(|(value, (sink, _))| (value, sink.out));
         let hasher = hashing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

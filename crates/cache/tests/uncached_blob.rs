@@ -1,10 +1,11 @@
-//! A blob writer whose hashing was split off to another thread (what the layer exporter uses):
-//! the blob is still published under the store's own digest, and refused when the hasher and the
-//! writer disagree or the digest is not the one claimed. Also: big writes and writeback.
+//! The blob writer that writes past the page cache (what the layer exporter uses), filled by
+//! slices or by pieces in place: the blob is the bytes given, in order, published under the
+//! store's own digest, refused when the digest is not the one claimed, and never left behind
+//! in staging. Also: the cached writer's big writes and writeback.
 
 use std::io::Write;
 
-use forge_cache::{Store, StoreError};
+use forge_cache::{BlobWriter, Store, StoreError, PIECE_LEN};
 use oci_spec::image::Digest;
 
 fn sha256(bytes: &[u8]) -> Digest {
@@ -54,52 +55,73 @@ fn staged_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn split_writer_publishes_under_the_stores_own_digest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let bytes = content();
-    let (mut writer, hasher) = store.blob_writer().unwrap().split_hasher();
-    // The hasher works on another thread, as the layer exporter uses it.
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let hashing = std::thread::spawn(move || {
-        let mut hasher = hasher;
-        for piece in rx {
-            hasher.update(&piece);
-        }
-        hasher
-    });
-    for piece in pieces(&bytes) {
+/// Feeds `bytes` to `writer`: slices of odd sizes, then whole pieces filled in place, then
+/// slices again, so both ways and their joins are crossed.
+fn feed(writer: &mut BlobWriter<'_>, bytes: &[u8]) {
+    let third = bytes.len() / 3;
+    for piece in pieces(&bytes[..third]) {
         writer.write_all(piece).unwrap();
-        tx.send(piece.to_vec()).unwrap();
     }
-    drop(tx);
-    let hasher = hashing.join().unwrap();
-    let info = writer.commit(hasher, Some(&sha256(&bytes))).unwrap();
-    assert_eq!(info.digest, sha256(&bytes));
-    assert_eq!(info.size, bytes.len() as u64);
-    let stored = std::fs::read(store.blob_path(&info.digest).unwrap()).unwrap();
-    assert!(
-        stored == bytes,
-        "the published blob is not the bytes written"
-    );
-    store.verify_blob(&info.digest).unwrap();
-    assert!(
-        staged_files(dir.path()).is_empty(),
-        "staging file left behind"
-    );
+    let mut at = third;
+    while at < 2 * third {
+        let len = PIECE_LEN.min(2 * third - at);
+        let mut piece = writer.take_piece().unwrap();
+        piece.as_mut()[..len].copy_from_slice(&bytes[at..at + len]);
+        writer.put_piece(piece, len).unwrap();
+        at += len;
+    }
+    for piece in pieces(&bytes[2 * third..]) {
+        writer.write_all(piece).unwrap();
+    }
 }
 
 #[test]
-fn split_writer_refuses_a_wrong_claimed_digest() {
+fn uncached_writer_publishes_the_bytes_under_the_stores_own_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // 20 MiB, and the same shifted by a few bytes, so the pieces start both aligned to the
+    // pieces of the file and not.
+    for skip in [0, 7] {
+        let bytes = &content()[skip..];
+        let mut writer = store.blob_writer_uncached().unwrap();
+        feed(&mut writer, bytes);
+        let info = writer.commit(Some(&sha256(bytes))).unwrap();
+        assert_eq!(info.digest, sha256(bytes));
+        assert_eq!(info.size, bytes.len() as u64);
+        let stored = std::fs::read(store.blob_path(&info.digest).unwrap()).unwrap();
+        assert!(
+            stored == bytes,
+            "the published blob is not the bytes written"
+        );
+        store.verify_blob(&info.digest).unwrap();
+        assert!(
+            staged_files(dir.path()).is_empty(),
+            "staging file left behind"
+        );
+    }
+}
+
+#[test]
+fn cached_writer_takes_pieces_too() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let bytes = content();
-    let (mut writer, mut hasher) = store.blob_writer().unwrap().split_hasher();
-    writer.write_all(&bytes).unwrap();
-    hasher.update(&bytes);
+    let mut writer = store.blob_writer().unwrap();
+    feed(&mut writer, &bytes);
+    let info = writer.commit(None).unwrap();
+    assert_eq!(info.digest, sha256(&bytes));
+    assert!(std::fs::read(store.blob_path(&info.digest).unwrap()).unwrap() == bytes);
+}
+
+#[test]
+fn uncached_writer_refuses_a_wrong_claimed_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = content();
+    let mut writer = store.blob_writer_uncached().unwrap();
+    feed(&mut writer, &bytes);
     let wrong = sha256(b"something else");
-    let err = writer.commit(hasher, Some(&wrong)).unwrap_err();
+    let err = writer.commit(Some(&wrong)).unwrap_err();
     assert!(
         matches!(&err, StoreError::DigestMismatch { expected, actual }
             if *expected == wrong.to_string() && *actual == sha256(&bytes).to_string()),
@@ -109,29 +131,11 @@ fn split_writer_refuses_a_wrong_claimed_digest() {
 }
 
 #[test]
-fn split_writer_refuses_a_hasher_that_missed_bytes() {
+fn uncached_writer_dropped_without_commit_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let bytes = content();
-    let (mut writer, mut hasher) = store.blob_writer().unwrap().split_hasher();
-    writer.write_all(&bytes).unwrap();
-    hasher.update(&bytes[..bytes.len() - 1]);
-    // Without a claimed digest too: the hasher must have seen every byte written.
-    let err = writer.commit(hasher, None).unwrap_err();
-    assert!(
-        matches!(&err, StoreError::SizeMismatch { expected, actual, .. }
-            if *expected == bytes.len() as u64 && *actual == bytes.len() as u64 - 1),
-        "unexpected error: {err}"
-    );
-    assert_nothing_kept(&store, dir.path());
-}
-
-#[test]
-fn split_writer_dropped_without_commit_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let (mut writer, _hasher) = store.blob_writer().unwrap().split_hasher();
-    writer.write_all(&content()).unwrap();
+    let mut writer = store.blob_writer_uncached().unwrap();
+    feed(&mut writer, &content());
     assert_eq!(
         staged_files(dir.path()).len(),
         1,
