@@ -260,7 +260,7 @@ impl<'a> ContextHasher<'a> {
             bytes_read: AtomicU64::new(0),
         };
         let mut pieces = Vec::new();
-        let root_entry = io_pool()
+        let root_entry = crate::fsutil::io_pool()
             .install(|| walk.entry(Loc::Root(&root), "", &Stat::of_meta(&meta), &mut pieces))?;
         let Some(root_entry) = root_entry else {
             unreachable!("the root is never filtered out")
@@ -320,23 +320,6 @@ fn flatten(pieces: Vec<Piece>, out: &mut Vec<(String, ContextEntry)>) {
             Piece::Many(v) => flatten(v, out),
         }
     }
-}
-
-/// The walk's thread pool. Hashing a cold context waits on the disk far more than on the CPU, and
-/// a disk serves many requests in flight faster than one per core, so the pool is wider than the
-/// machine (on a warm cache the extra threads cost little: they only ever run on the cores).
-fn io_pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads((cores * 4).clamp(8, 64))
-            .thread_name(|i| format!("forge-hash-{i}"))
-            .build()
-            .expect("a thread pool can be built")
-    })
 }
 
 /// What `lstat` says about an entry (from `fs::Metadata` for the root, `fstatat` below it).

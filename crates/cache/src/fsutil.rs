@@ -203,6 +203,24 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", &hex[..32])
 }
 
+/// The pool for work that waits on the disk more than on the CPU: hashing a cold context,
+/// reading the store's metadata files. A disk serves many requests in flight faster than one
+/// per core, so the pool is wider than the machine (on a warm cache the extra threads cost
+/// little: they only ever run on the cores).
+pub(crate) fn io_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores * 4).clamp(8, 64))
+            .thread_name(|i| format!("forge-io-{i}"))
+            .build()
+            .expect("a thread pool can be built")
+    })
+}
+
 /// Bytes used by a tree: the sum of the sizes of its non-directories, each inode counted once
 /// (hardlinks).
 ///

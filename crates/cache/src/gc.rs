@@ -7,6 +7,7 @@ use std::fs;
 use std::time::Duration;
 
 use oci_spec::image::Digest;
+use rayon::prelude::*;
 
 use crate::cache_mounts;
 use crate::error::{Result, StoreError};
@@ -136,40 +137,66 @@ struct Plan {
 
 impl Store {
     fn scan(&self) -> Result<Scan> {
+        self.scan_parts(true)
+    }
+
+    /// [`Store::scan`]; without `records` it leaves out the cache records and leases, which
+    /// deciding whether the cache is over its budget does not need. The files are read in
+    /// parallel: on a host that evicts the page cache each is a disk read, and every build
+    /// ends with this check.
+    fn scan_parts(&self, records: bool) -> Result<Scan> {
+        fsutil::io_pool().install(|| self.scan_in_pool(records))
+    }
+
+    fn scan_in_pool(&self, with_records: bool) -> Result<Scan> {
         let images = self.list_images()?;
-        let mut blobs = HashMap::new();
-        for d in self.list_blobs()? {
-            if let Ok(size) = self.blob_size(&d) {
-                blobs.insert(d, size);
-            }
-        }
+        let blobs: HashMap<Digest, u64> = self
+            .list_blobs()?
+            .into_par_iter()
+            .filter_map(|d| self.blob_size(&d).ok().map(|size| (d, size)))
+            .collect();
         let image_blobs =
             self.blob_closure(images.iter().map(|i| i.descriptor.digest().clone()), &blobs);
-        let mut snapshots = BTreeMap::new();
-        for id in self.list_snapshots()? {
-            // A snapshot without readable metadata is garbage from the format's point of view.
-            let meta = read_meta(&self.snapshot_dir(&id)).unwrap_or_default();
-            snapshots.insert(id, meta);
-        }
-        let mut records = Vec::new();
-        for key in self.list_records()? {
-            let path = self
-                .dir
-                .join("cache")
-                .join(format!("{}.json", key.to_hex()));
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            let record = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<RecordRefs>(&b).ok())
-                .map(CacheRecord::from);
-            records.push(RecordScan {
-                key,
-                record,
-                last_used: fsutil::mtime_secs(&meta),
+        let snapshots: BTreeMap<SnapshotId, SnapshotMeta> = self
+            .list_snapshots()?
+            .into_par_iter()
+            .map(|id| {
+                // A snapshot without readable metadata is garbage from the format's point of
+                // view.
+                let meta = read_meta(&self.snapshot_dir(&id)).unwrap_or_default();
+                (id, meta)
+            })
+            .collect();
+        if !with_records {
+            return Ok(Scan {
+                images,
+                image_blobs,
+                records: Vec::new(),
+                snapshots,
+                blobs,
+                leases: HashSet::new(),
             });
         }
+        let records: Vec<RecordScan> = self
+            .list_records()?
+            .into_par_iter()
+            .filter_map(|key| {
+                let path = self
+                    .dir
+                    .join("cache")
+                    .join(format!("{}.json", key.to_hex()));
+                let meta = fs::metadata(&path).ok()?;
+                let record = fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<RecordRefs>(&b).ok())
+                    .map(CacheRecord::from);
+                Some(RecordScan {
+                    key,
+                    record,
+                    last_used: fsutil::mtime_secs(&meta),
+                })
+            })
+            .collect();
         let leases = store::live_lease_items(&self.dir)?;
         Ok(Scan {
             images,
@@ -455,8 +482,7 @@ impl Store {
             return Ok(None);
         };
         let budget = self.gc_budget();
-        let scan = self.scan()?;
-        if self.build_cache_bytes(&scan) <= budget {
+        if self.build_cache_bytes(&self.scan_parts(false)?) <= budget {
             return Ok(None);
         }
         self.prune_locked(&PruneOptions {
