@@ -118,9 +118,13 @@ pub(crate) fn assemble(
     })
 }
 
+/// Layer exports at once at most (see [`export_layers`]).
+const MAX_EXPORTS: usize = 4;
+
 /// The layer blobs of `snapshots`, in their order. Layers are independent of each other, so up to
-/// one per core is exported at once: small layers then overlap their fsyncs and lock round trips,
-/// a big one still uses two threads of its own (walk and write, hash).
+/// one per core is exported at once: small layers then overlap their fsyncs and lock round trips.
+/// A big one uses three threads of its own (walk, hash, write) and holds up to 24 MiB of
+/// buffers, so never more than [`MAX_EXPORTS`] run at once, however many cores there are.
 fn export_layers(
     store: &Store,
     snapshots: &[&SnapshotId],
@@ -129,6 +133,7 @@ fn export_layers(
 ) -> Result<Vec<LayerInfo>, BuildError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
+        .min(MAX_EXPORTS)
         .min(snapshots.len());
     if workers <= 1 {
         return snapshots
