@@ -24,12 +24,15 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
-/// Streams a new blob into the store (e.g. a layer being compressed): write to it, then
-/// [`BlobWriter::commit`]. Dropped without commit, it leaves nothing behind.
+/// Streams a new blob into the store (e.g. a layer being compressed): write to it (or fill its
+/// pieces in place, [`BlobWriter::take_piece`]), then [`BlobWriter::commit`]. Dropped without
+/// commit, it leaves nothing behind.
 ///
-/// Every byte is hashed as it is written: the digest a blob is published under is always the
-/// store's own, whoever produced the bytes. Writeback to disk starts every few MiB, so the fsync
-/// of [`BlobWriter::commit`] waits only for the tail of a big blob.
+/// Every byte is hashed by the store as it is written: the digest a blob is published under is
+/// always the store's own, whoever produced the bytes. Through the page cache
+/// ([`Store::blob_writer`]) writeback starts every few MiB, so the fsync of
+/// [`BlobWriter::commit`] waits only for the tail of a big blob; past it
+/// ([`Store::blob_writer_uncached`]) whole pieces are hashed and written on threads of their own.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
     store: &'s Store,
@@ -135,12 +138,6 @@ impl Drop for BlobWriter<'_> {
 }
 
 impl<'s> BlobWriter<'s> {
-    /// Finishes the blob: checks it against `expected` (digest and size) when given, fsyncs it,
-    /// and publishes it under its digest. Returns its digest and size.
-    pub fn commit(self, expected: Option<&Digest>) -> Result<BlobInfo> {
-        self.publish(expected)
-    }
-
     /// A [`Piece`] to fill with the blob's next bytes in place, then hand back with
     /// [`BlobWriter::put_piece`]: a producer that reads its bytes from files (the layer
     /// exporter) reads them straight into the buffer the disk write is made from.
@@ -164,8 +161,9 @@ impl<'s> BlobWriter<'s> {
         Ok(())
     }
 
-    /// Flushes, checks, fsyncs and renames into place.
-    fn publish(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
+    /// Finishes the blob: checks it against `expected` (digest and size) when given, fsyncs it,
+    /// and publishes it under its digest. Returns its digest and size.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<BlobInfo> {
         let out = self.out.take().expect("open until commit");
         let refuse = |path: &Path, err: StoreError| {
             let _ = fs::remove_file(path);
