@@ -641,6 +641,39 @@ mod tests {
         assert_eq!(links, 2, "both hardlinks are link entries");
     }
 
+    /// Thousands of small directories (node_modules-like): every file is in the layer, and the
+    /// read-ahead's queue of open directories stays bounded whatever its pace.
+    #[test]
+    fn a_tree_of_many_small_directories_exports_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        for i in 0..3000 {
+            let dir = tree.join(format!("m{:02}/p{i:04}", i % 37));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("index.js"), format!("module {i}\n")).unwrap();
+        }
+        let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
+        let opts = LayerOptions {
+            compression: Compression::Uncompressed,
+            ..LayerOptions::default()
+        };
+        let info = write_layer_to_store(&tree, &store, &opts, None).unwrap();
+        let blob = fs::read(store.blob_path(&info.digest).unwrap()).unwrap();
+        let mut files = 0;
+        for entry in tar::Archive::new(&blob[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                let path = entry.path().unwrap().display().to_string();
+                let i: usize = path[5..9].parse().unwrap();
+                assert_eq!(text, format!("module {i}\n"), "{path}");
+                files += 1;
+            }
+        }
+        assert_eq!(files, 3000);
+    }
+
     #[test]
     fn a_cancelled_export_publishes_nothing() {
         let tmp = tempfile::tempdir().unwrap();

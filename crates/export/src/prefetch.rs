@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -25,13 +25,18 @@ use crate::sys;
 /// Files the read-ahead may be in front of the walker.
 const AHEAD: usize = 128;
 
+/// Directories queued for the read-ahead at most.
+const QUEUED: usize = 32;
+
 /// Bytes asked for per file.
 const SPAN: libc::off_t = 1 << 20;
 
 /// The walker's side: hand it each directory's regular files, in the order they will be read,
 /// and count each file as it is read.
 pub(crate) struct Prefetcher {
-    files: Option<Sender<(File, Vec<Vec<u8>>)>>,
+    /// Directories announced and not yet gone through, each with a descriptor of its own:
+    /// bounded, so a read-ahead that falls behind never holds more than [`QUEUED`] open.
+    files: Option<SyncSender<(File, Vec<Vec<u8>>)>>,
     read: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -39,7 +44,7 @@ pub(crate) struct Prefetcher {
 
 impl Prefetcher {
     pub(crate) fn start() -> Self {
-        let (files, rx) = mpsc::channel::<(File, Vec<Vec<u8>>)>();
+        let (files, rx) = mpsc::sync_channel::<(File, Vec<Vec<u8>>)>(QUEUED);
         let read = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (walker_read, stopped) = (Arc::clone(&read), Arc::clone(&stop));
@@ -89,8 +94,9 @@ impl Prefetcher {
     pub(crate) fn directory(&self, dir: &File, files: Vec<Vec<u8>>) {
         if let Some(tx) = &self.files {
             if !files.is_empty() {
+                // A full queue means the read-ahead is behind: this directory goes without.
                 if let Ok(dir) = dir.try_clone() {
-                    let _ = tx.send((dir, files));
+                    let _ = tx.try_send((dir, files));
                 }
             }
         }
