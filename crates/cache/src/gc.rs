@@ -120,12 +120,17 @@ impl From<RecordRefs> for CacheRecord {
 
 /// Everything on disk, read once.
 struct Scan {
+    sizes: Sizes,
+    records: Vec<RecordScan>,
+    leases: HashSet<LeaseItem>,
+}
+
+/// What is on disk and how big, without the cache records.
+struct Sizes {
     images: Vec<ImageEntry>,
     image_blobs: HashSet<Digest>,
-    records: Vec<RecordScan>,
     snapshots: BTreeMap<SnapshotId, SnapshotMeta>,
     blobs: HashMap<Digest, u64>,
-    leases: HashSet<LeaseItem>,
 }
 
 #[derive(Default)]
@@ -137,74 +142,67 @@ struct Plan {
 
 impl Store {
     fn scan(&self) -> Result<Scan> {
-        self.scan_parts(true)
+        fsutil::io_pool().install(|| {
+            let sizes = self.sizes()?;
+            let records: Vec<RecordScan> = self
+                .list_records()?
+                .into_par_iter()
+                .filter_map(|key| {
+                    let path = self
+                        .dir
+                        .join("cache")
+                        .join(format!("{}.json", key.to_hex()));
+                    let meta = fs::metadata(&path).ok()?;
+                    let record = fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<RecordRefs>(&b).ok())
+                        .map(CacheRecord::from);
+                    Some(RecordScan {
+                        key,
+                        record,
+                        last_used: fsutil::mtime_secs(&meta),
+                    })
+                })
+                .collect();
+            let leases = store::live_lease_items(&self.dir)?;
+            Ok(Scan {
+                sizes,
+                records,
+                leases,
+            })
+        })
     }
 
-    /// [`Store::scan`]; without `records` it leaves out the cache records and leases, which
-    /// deciding whether the cache is over its budget does not need. The files are read in
+    /// The part of a [`Scan`] that says how big things are, which is all that deciding
+    /// whether the cache is over its budget needs (no record is read). Files are read in
     /// parallel: on a host that evicts the page cache each is a disk read, and every build
     /// ends with this check.
-    fn scan_parts(&self, records: bool) -> Result<Scan> {
-        fsutil::io_pool().install(|| self.scan_in_pool(records))
-    }
-
-    fn scan_in_pool(&self, with_records: bool) -> Result<Scan> {
-        let images = self.list_images()?;
-        let blobs: HashMap<Digest, u64> = self
-            .list_blobs()?
-            .into_par_iter()
-            .filter_map(|d| self.blob_size(&d).ok().map(|size| (d, size)))
-            .collect();
-        let image_blobs =
-            self.blob_closure(images.iter().map(|i| i.descriptor.digest().clone()), &blobs);
-        let snapshots: BTreeMap<SnapshotId, SnapshotMeta> = self
-            .list_snapshots()?
-            .into_par_iter()
-            .map(|id| {
-                // A snapshot without readable metadata is garbage from the format's point of
-                // view.
-                let meta = read_meta(&self.snapshot_dir(&id)).unwrap_or_default();
-                (id, meta)
-            })
-            .collect();
-        if !with_records {
-            return Ok(Scan {
+    fn sizes(&self) -> Result<Sizes> {
+        fsutil::io_pool().install(|| {
+            let images = self.list_images()?;
+            let blobs: HashMap<Digest, u64> = self
+                .list_blobs()?
+                .into_par_iter()
+                .filter_map(|d| self.blob_size(&d).ok().map(|size| (d, size)))
+                .collect();
+            let image_blobs =
+                self.blob_closure(images.iter().map(|i| i.descriptor.digest().clone()), &blobs);
+            let snapshots: BTreeMap<SnapshotId, SnapshotMeta> = self
+                .list_snapshots()?
+                .into_par_iter()
+                .map(|id| {
+                    // A snapshot without readable metadata is garbage from the format's point
+                    // of view.
+                    let meta = read_meta(&self.snapshot_dir(&id)).unwrap_or_default();
+                    (id, meta)
+                })
+                .collect();
+            Ok(Sizes {
                 images,
                 image_blobs,
-                records: Vec::new(),
                 snapshots,
                 blobs,
-                leases: HashSet::new(),
-            });
-        }
-        let records: Vec<RecordScan> = self
-            .list_records()?
-            .into_par_iter()
-            .filter_map(|key| {
-                let path = self
-                    .dir
-                    .join("cache")
-                    .join(format!("{}.json", key.to_hex()));
-                let meta = fs::metadata(&path).ok()?;
-                let record = fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<RecordRefs>(&b).ok())
-                    .map(CacheRecord::from);
-                Some(RecordScan {
-                    key,
-                    record,
-                    last_used: fsutil::mtime_secs(&meta),
-                })
             })
-            .collect();
-        let leases = store::live_lease_items(&self.dir)?;
-        Ok(Scan {
-            images,
-            image_blobs,
-            records,
-            snapshots,
-            blobs,
-            leases,
         })
     }
 
@@ -270,7 +268,7 @@ impl Store {
             if !seen.insert(s.clone()) {
                 continue;
             }
-            if let Some(p) = scan.snapshots.get(&s).and_then(|m| m.parent.clone()) {
+            if let Some(p) = scan.sizes.snapshots.get(&s).and_then(|m| m.parent.clone()) {
                 todo.push(p);
             }
         }
@@ -282,14 +280,14 @@ impl Store {
         let snap = rec
             .snapshot
             .as_ref()
-            .and_then(|s| scan.snapshots.get(s))
+            .and_then(|s| scan.sizes.snapshots.get(s))
             .map(|m| m.size)
             .unwrap_or(0);
         let blob = rec
             .layer_blob
             .as_ref()
-            .filter(|b| !scan.image_blobs.contains(*b))
-            .and_then(|b| scan.blobs.get(b))
+            .filter(|b| !scan.sizes.image_blobs.contains(*b))
+            .and_then(|b| scan.sizes.blobs.get(b))
             .copied()
             .unwrap_or(0);
         snap + blob
@@ -300,7 +298,7 @@ impl Store {
             || r.record
                 .as_ref()
                 .and_then(|rec| rec.layer_blob.as_ref())
-                .is_some_and(|b| scan.image_blobs.contains(b))
+                .is_some_and(|b| scan.sizes.image_blobs.contains(b))
     }
 
     /// Decides what to remove: records first (LRU), then whatever nothing kept refers to.
@@ -317,11 +315,11 @@ impl Store {
                 Some(rec) => {
                     rec.snapshot
                         .as_ref()
-                        .is_some_and(|s| !scan.snapshots.contains_key(s))
+                        .is_some_and(|s| !scan.sizes.snapshots.contains_key(s))
                         || rec
                             .layer_blob
                             .as_ref()
-                            .is_some_and(|b| !scan.blobs.contains_key(b))
+                            .is_some_and(|b| !scan.sizes.blobs.contains_key(b))
                 }
             };
             if dangling {
@@ -342,7 +340,7 @@ impl Store {
         match opts.keep_storage {
             None => remove.extend(candidates.iter().map(|r| r.key)),
             Some(keep) => {
-                let mut used = self.build_cache_bytes(scan);
+                let mut used = self.build_cache_bytes(&scan.sizes);
                 for r in candidates {
                     if used <= keep {
                         break;
@@ -362,7 +360,7 @@ impl Store {
             .collect();
         let mut snap_roots: Vec<SnapshotId> =
             kept.iter().filter_map(|r| r.snapshot.clone()).collect();
-        let mut blob_roots: Vec<Digest> = scan.image_blobs.iter().cloned().collect();
+        let mut blob_roots: Vec<Digest> = scan.sizes.image_blobs.iter().cloned().collect();
         blob_roots.extend(kept.iter().filter_map(|r| r.layer_blob.clone()));
         for item in &scan.leases {
             match item {
@@ -373,20 +371,22 @@ impl Store {
         }
         let live_snaps = self.snapshot_closure(scan, snap_roots);
         for s in &live_snaps {
-            if let Some(m) = scan.snapshots.get(s) {
+            if let Some(m) = scan.sizes.snapshots.get(s) {
                 blob_roots.extend(m.layer_blob.clone());
             }
         }
-        let live_blobs = self.blob_closure(blob_roots, &scan.blobs);
+        let live_blobs = self.blob_closure(blob_roots, &scan.sizes.blobs);
         Plan {
             records: remove.into_iter().collect(),
             snapshots: scan
+                .sizes
                 .snapshots
                 .keys()
                 .filter(|s| !live_snaps.contains(*s))
                 .cloned()
                 .collect(),
             blobs: scan
+                .sizes
                 .blobs
                 .keys()
                 .filter(|b| !live_blobs.contains(*b))
@@ -396,12 +396,12 @@ impl Store {
     }
 
     /// Bytes the build cache uses: every snapshot plus every blob no named image uses.
-    fn build_cache_bytes(&self, scan: &Scan) -> u64 {
-        let snaps: u64 = scan.snapshots.values().map(|m| m.size).sum();
-        let blobs: u64 = scan
+    fn build_cache_bytes(&self, sizes: &Sizes) -> u64 {
+        let snaps: u64 = sizes.snapshots.values().map(|m| m.size).sum();
+        let blobs: u64 = sizes
             .blobs
             .iter()
-            .filter(|(d, _)| !scan.image_blobs.contains(*d))
+            .filter(|(d, _)| !sizes.image_blobs.contains(*d))
             .map(|(_, s)| *s)
             .sum();
         snaps + blobs
@@ -431,7 +431,7 @@ impl Store {
         }
         for id in &plan.snapshots {
             let dir = self.snapshot_dir(id);
-            report.reclaimed += scan.snapshots.get(id).map(|m| m.size).unwrap_or(0);
+            report.reclaimed += scan.sizes.snapshots.get(id).map(|m| m.size).unwrap_or(0);
             // Renamed out first so no half-deleted tree is ever visible under its id.
             let doomed = self.staging.join(fsutil::unique_name("del"));
             fsutil::rename(&dir, &doomed)?;
@@ -446,7 +446,7 @@ impl Store {
                     .join("locks")
                     .join(format!("blob-{}.lock", d.digest())),
             );
-            report.reclaimed += scan.blobs.get(d).copied().unwrap_or(0);
+            report.reclaimed += scan.sizes.blobs.get(d).copied().unwrap_or(0);
             report.blobs += 1;
         }
         if opts.all {
@@ -482,7 +482,7 @@ impl Store {
             return Ok(None);
         };
         let budget = self.gc_budget();
-        if self.build_cache_bytes(&self.scan_parts(false)?) <= budget {
+        if self.build_cache_bytes(&self.sizes()?) <= budget {
             return Ok(None);
         }
         self.prune_locked(&PruneOptions {
@@ -508,6 +508,7 @@ impl Store {
         // "Active" is what a plain `forge prune` keeps; "reclaimable" what `--all` frees.
         let keep_plan = self.plan(&scan, &PruneOptions::default());
         let kept_blobs: HashSet<&Digest> = scan
+            .sizes
             .blobs
             .keys()
             .filter(|b| !keep_plan.blobs.contains(*b))
@@ -517,15 +518,15 @@ impl Store {
                 LeaseItem::Blob(d) => Some(d.clone()),
                 _ => None,
             }),
-            &scan.blobs,
+            &scan.sizes.blobs,
         );
         let mut rows = Vec::new();
 
         let mut images = Vec::new();
         let mut image_active = 0;
-        for img in &scan.images {
-            let closure = self.blob_closure([img.descriptor.digest().clone()], &scan.blobs);
-            let size: u64 = closure.iter().filter_map(|d| scan.blobs.get(d)).sum();
+        for img in &scan.sizes.images {
+            let closure = self.blob_closure([img.descriptor.digest().clone()], &scan.sizes.blobs);
+            let size: u64 = closure.iter().filter_map(|d| scan.sizes.blobs.get(d)).sum();
             if leased_blobs.contains(img.descriptor.digest()) {
                 image_active += 1;
             }
@@ -533,12 +534,13 @@ impl Store {
         }
         rows.push(UsageRow {
             kind: "Images",
-            total: scan.images.len(),
+            total: scan.sizes.images.len(),
             active: image_active,
             size: scan
+                .sizes
                 .image_blobs
                 .iter()
-                .filter_map(|d| scan.blobs.get(d))
+                .filter_map(|d| scan.sizes.blobs.get(d))
                 .sum(),
             reclaimable: 0,
         });
@@ -547,7 +549,7 @@ impl Store {
             .records
             .iter()
             .filter_map(|r| r.record.as_ref()?.layer_blob.clone())
-            .filter(|b| !scan.image_blobs.contains(b))
+            .filter(|b| !scan.sizes.image_blobs.contains(b))
             .collect();
         let doomed_blobs: HashSet<&Digest> = plan.blobs.iter().collect();
         let mut records: Vec<RecordUsage> = scan
@@ -565,13 +567,13 @@ impl Store {
                     .as_ref()
                     .and_then(|x| x.layer_blob.as_ref())
                     .filter(|b| record_blobs.contains(*b))
-                    .and_then(|b| scan.blobs.get(b))
+                    .and_then(|b| scan.sizes.blobs.get(b))
                     .copied()
                     .unwrap_or(0)
                     + r.record
                         .as_ref()
                         .and_then(|x| x.snapshot.as_ref())
-                        .and_then(|s| scan.snapshots.get(s))
+                        .and_then(|s| scan.sizes.snapshots.get(s))
                         .map(|m| m.size)
                         .unwrap_or(0),
                 last_used: r.last_used,
@@ -583,23 +585,26 @@ impl Store {
             kind: "Build cache",
             total: scan.records.len(),
             active: scan.records.len() - keep_plan.records.len(),
-            size: record_blobs.iter().filter_map(|b| scan.blobs.get(b)).sum(),
+            size: record_blobs
+                .iter()
+                .filter_map(|b| scan.sizes.blobs.get(b))
+                .sum(),
             reclaimable: record_blobs
                 .iter()
                 .filter(|b| doomed_blobs.contains(b))
-                .filter_map(|b| scan.blobs.get(b))
+                .filter_map(|b| scan.sizes.blobs.get(b))
                 .sum(),
         });
 
         let doomed_snaps: BTreeSet<&SnapshotId> = plan.snapshots.iter().collect();
         rows.push(UsageRow {
             kind: "Snapshots",
-            total: scan.snapshots.len(),
-            active: scan.snapshots.len() - keep_plan.snapshots.len(),
-            size: scan.snapshots.values().map(|m| m.size).sum(),
+            total: scan.sizes.snapshots.len(),
+            active: scan.sizes.snapshots.len() - keep_plan.snapshots.len(),
+            size: scan.sizes.snapshots.values().map(|m| m.size).sum(),
             reclaimable: doomed_snaps
                 .iter()
-                .filter_map(|s| scan.snapshots.get(*s))
+                .filter_map(|s| scan.sizes.snapshots.get(*s))
                 .map(|m| m.size)
                 .sum(),
         });
@@ -619,19 +624,20 @@ impl Store {
         });
 
         let other: Vec<&Digest> = scan
+            .sizes
             .blobs
             .keys()
-            .filter(|b| !scan.image_blobs.contains(*b) && !record_blobs.contains(*b))
+            .filter(|b| !scan.sizes.image_blobs.contains(*b) && !record_blobs.contains(*b))
             .collect();
         rows.push(UsageRow {
             kind: "Other blobs",
             total: other.len(),
             active: other.iter().filter(|b| kept_blobs.contains(**b)).count(),
-            size: other.iter().filter_map(|b| scan.blobs.get(*b)).sum(),
+            size: other.iter().filter_map(|b| scan.sizes.blobs.get(*b)).sum(),
             reclaimable: other
                 .iter()
                 .filter(|b| doomed_blobs.contains(**b))
-                .filter_map(|b| scan.blobs.get(*b))
+                .filter_map(|b| scan.sizes.blobs.get(*b))
                 .sum(),
         });
         Ok(DiskUsage {
