@@ -169,15 +169,10 @@ impl Solver<'_> {
                         }
                         continue;
                     };
-                    let target = (!m.target.is_empty()).then(|| m.target.clone());
                     spec.mounts.push(SandboxMount::Secret {
                         id,
                         content: content.clone(),
-                        target: if m.env.is_some() && target.as_deref() == Some("") {
-                            None
-                        } else {
-                            target
-                        },
+                        target: (!m.target.is_empty()).then(|| m.target.clone()),
                         env: m.env.clone(),
                         mode: m.mode.unwrap_or(0o400),
                         uid: m.uid.unwrap_or(0),
