@@ -180,7 +180,7 @@ impl<'a> Copier<'a> {
         let Some((set, root)) = self.ignore else {
             return false;
         };
-        let Ok(rel) = src.strip_prefix(root) else {
+        let Some(rel) = super::path_below(src, root) else {
             return false;
         };
         let rel = rel.to_string_lossy();
