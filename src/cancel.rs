@@ -7,10 +7,10 @@ use std::time::Duration;
 
 /// Completes once `flag` is raised; never, without a flag.
 pub(crate) async fn raised(flag: Option<Arc<AtomicBool>>) {
-    loop {
-        if flag.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            return;
-        }
+    let Some(flag) = flag else {
+        return std::future::pending().await;
+    };
+    while !flag.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
