@@ -165,7 +165,7 @@ impl UncachedWriter {
         Err(self.stopped())
     }
 
-    /// Gives an unneeded piece back to the pool (dropped before the threads run).
+    /// A piece whose bytes were copied in: dropped, and one fewer counts against [`PIECES`].
     fn recycle(&mut self, piece: Piece) -> io::Result<()> {
         drop(piece);
         if let Some(threads) = self.threads.as_mut() {
