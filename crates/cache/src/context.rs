@@ -84,6 +84,10 @@ pub struct ContextEntry {
     pub link_target: Option<PathBuf>,
     /// blake3 of the contents (files only).
     pub content: Option<ContentDigest>,
+    /// Modification time in nanoseconds since the epoch, as hashed (not part of any digest).
+    pub mtime_ns: i64,
+    /// Hard links to the entry's inode, as hashed.
+    pub nlink: u64,
     /// The entry's digest: its metadata and content, and for a directory those of everything
     /// below it (a Merkle tree). Its own name is not part of it.
     pub digest: ContentDigest,
@@ -129,7 +133,16 @@ impl ContextTree {
 
     /// The entry of a path.
     pub fn entry(&self, path: &str) -> Option<&ContextEntry> {
-        let i = self.find(&normalize(path)?).ok()?;
+        // Paths the copier asks for are already normal: no allocation for those.
+        let plain = !path.is_empty()
+            && path
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        let i = if plain {
+            self.find(path).ok()?
+        } else {
+            self.find(&normalize(path)?).ok()?
+        };
         Some(&self.entries[i].1)
     }
 
@@ -330,6 +343,7 @@ struct Stat {
     uid: u32,
     gid: u32,
     rdev: u64,
+    nlink: u64,
     memo: MemoStat,
 }
 
@@ -340,6 +354,7 @@ impl Stat {
             uid: m.uid(),
             gid: m.gid(),
             rdev: m.rdev(),
+            nlink: m.nlink(),
             memo: MemoStat {
                 dev: m.dev(),
                 ino: m.ino(),
@@ -357,6 +372,7 @@ impl Stat {
             uid: s.st_uid,
             gid: s.st_gid,
             rdev: s.st_rdev as u64,
+            nlink: s.st_nlink as u64,
             memo: MemoStat {
                 dev: s.st_dev as u64,
                 ino: s.st_ino as u64,
@@ -481,6 +497,8 @@ impl Walk<'_> {
                 size: st.size(),
                 link_target: None,
                 content: Some(m.content),
+                mtime_ns: st.memo.mtime_ns,
+                nlink: st.nlink,
                 digest: m.digest,
             }));
         }
@@ -533,6 +551,8 @@ impl Walk<'_> {
             },
             link_target,
             content: (kind == EntryKind::File).then_some(content),
+            mtime_ns: st.memo.mtime_ns,
+            nlink: st.nlink,
             digest,
         }))
     }
@@ -651,6 +671,8 @@ impl Walk<'_> {
             size: 0,
             link_target: None,
             content: None,
+            mtime_ns: st.memo.mtime_ns,
+            nlink: st.nlink,
             digest: ContentDigest(*h.finalize().as_bytes()),
         }))
     }

@@ -70,6 +70,14 @@ pub enum StoreError {
         /// Its id.
         id: String,
     },
+    /// A snapshot laid over more snapshots than any forge makes (a damaged store, or a cycle).
+    #[error("snapshot {id} is laid over more than {max} others; its metadata is damaged")]
+    SnapshotTooDeep {
+        /// Its id.
+        id: String,
+        /// The most levels a tree may have.
+        max: usize,
+    },
     /// A snapshot id that is not 32 lowercase hex digits (ids become path components).
     #[error("invalid snapshot id {id:?}: expected 32 lowercase hex digits")]
     InvalidSnapshotId {

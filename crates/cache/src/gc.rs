@@ -268,8 +268,9 @@ impl Store {
             if !seen.insert(s.clone()) {
                 continue;
             }
-            if let Some(p) = scan.sizes.snapshots.get(&s).and_then(|m| m.parent.clone()) {
-                todo.push(p);
+            // A kept snapshot keeps its parent and what it is laid over.
+            if let Some(m) = scan.sizes.snapshots.get(&s) {
+                todo.extend(m.parent.iter().chain(&m.below).cloned());
             }
         }
         seen

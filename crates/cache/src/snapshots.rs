@@ -69,12 +69,21 @@ impl<'de> Deserialize<'de> for SnapshotId {
     }
 }
 
+/// A snapshot's tree is at most this many directories laid over one another (a guard against a
+/// damaged store; forge itself stacks far fewer).
+const MAX_TREE_LEVELS: usize = 64;
+
 /// What is known about a snapshot (`snapshots/<id>/meta.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The snapshot below this one (this tree is an overlay layer on top of its parent chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SnapshotId>,
+    /// A snapshot whose tree shows through below this one's `fs` as part of this snapshot's
+    /// own layer (overlay semantics, no whiteouts): a COPY that ran again keeps only what it
+    /// changed in `fs` and lays it over its last run. See [`Store::snapshot_tree`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<SnapshotId>,
     /// The uncompressed layer digest (diff id) of this tree as a layer, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_id: Option<Digest>,
@@ -145,10 +154,10 @@ impl Store {
         mut draft: SnapshotDraft,
         mut meta: SnapshotMeta,
     ) -> Result<SnapshotId> {
-        if let Some(parent) = &meta.parent {
-            if !self.snapshot_dir(parent).join("meta.json").is_file() {
+        for needed in meta.parent.iter().chain(&meta.below) {
+            if !self.snapshot_dir(needed).join("meta.json").is_file() {
                 return Err(StoreError::SnapshotNotFound {
-                    id: parent.to_string(),
+                    id: needed.to_string(),
                 });
             }
         }
@@ -207,6 +216,36 @@ impl Store {
             chain.push(p);
         }
         Ok(chain)
+    }
+
+    /// The directories that make up one snapshot's own tree, topmost first, each pinned: its
+    /// `fs`, then the trees of the snapshots it is laid over ([`SnapshotMeta::below`]). Merged
+    /// as overlayfs merges lowerdirs, they give the snapshot's layer; most snapshots are one
+    /// directory.
+    pub fn snapshot_tree(&self, id: &SnapshotId) -> Result<Vec<PathBuf>> {
+        let mut dirs = vec![self.snapshot_fs(id)?];
+        let mut below = self.snapshot_meta(id)?.below;
+        while let Some(b) = below.take() {
+            if dirs.len() >= MAX_TREE_LEVELS {
+                return Err(StoreError::SnapshotTooDeep {
+                    id: id.to_string(),
+                    max: MAX_TREE_LEVELS,
+                });
+            }
+            dirs.push(self.snapshot_fs(&b)?);
+            below = self.snapshot_meta(&b)?.below;
+        }
+        Ok(dirs)
+    }
+
+    /// The overlay lowerdirs of a snapshot and its ancestors, topmost first: each snapshot's
+    /// [`Store::snapshot_tree`] in chain order.
+    pub fn chain_dirs(&self, top: &SnapshotId) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for id in self.snapshot_chain(top)? {
+            dirs.extend(self.snapshot_tree(&id)?);
+        }
+        Ok(dirs)
     }
 
     /// Every snapshot id in the store.

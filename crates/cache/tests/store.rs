@@ -312,6 +312,85 @@ fn snapshots_and_records_round_trip_and_prune_by_lru() {
     assert!(store.list_snapshots().unwrap().is_empty());
 }
 
+/// A snapshot laid over another: its tree is both directories, topmost first, in the chain's
+/// lowerdirs too; the one below lives as long as the one on top, and must exist to be named.
+#[test]
+fn a_snapshot_laid_over_another_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let base = snapshot_with(&store, &[("os", b"1")], None);
+    let earlier = snapshot_with(&store, &[("a", b"old"), ("b", b"kept")], Some(base.clone()));
+    let draft = store.prepare_snapshot().unwrap();
+    std::fs::write(draft.fs_dir().join("a"), b"new!").unwrap();
+    let top = store
+        .commit_snapshot(
+            draft,
+            SnapshotMeta {
+                parent: Some(base.clone()),
+                below: Some(earlier.clone()),
+                ..SnapshotMeta::default()
+            },
+        )
+        .unwrap();
+    let fs = |id: &forge_cache::SnapshotId| store.snapshot_fs(id).unwrap();
+    assert_eq!(
+        store.snapshot_tree(&top).unwrap(),
+        vec![fs(&top), fs(&earlier)]
+    );
+    assert_eq!(
+        store.chain_dirs(&top).unwrap(),
+        vec![fs(&top), fs(&earlier), fs(&base)]
+    );
+    assert_eq!(
+        store.snapshot_meta(&top).unwrap().size,
+        4,
+        "only its own bytes"
+    );
+
+    // Laid over a snapshot that is not there: refused.
+    let draft = store.prepare_snapshot().unwrap();
+    let gone: forge_cache::SnapshotId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+    let err = store
+        .commit_snapshot(
+            draft,
+            SnapshotMeta {
+                below: Some(gone),
+                ..SnapshotMeta::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SnapshotNotFound { .. }), "{err}");
+
+    // Only the top one is recorded; pruning everything else keeps what it stands on.
+    let key = CacheKey::builder("laid over").finish();
+    let record = CacheRecord {
+        snapshot: Some(top.clone()),
+        ..CacheRecord::default()
+    };
+    store.put_record(&key, &record).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    // Records used in the last hour stay, and with them every snapshot they need.
+    let r = store
+        .prune(&PruneOptions {
+            until: Some(std::time::Duration::from_secs(3600)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((r.records, r.snapshots), (0, 0), "{r:?}");
+    assert_eq!(store.snapshot_tree(&top).unwrap().len(), 2);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let r = store
+        .prune(&PruneOptions {
+            all: true,
+            keep_storage: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.snapshots, 3, "{r:?}");
+}
+
 #[test]
 fn leases_protect_from_prune_until_released() {
     let dir = tempfile::tempdir().unwrap();
