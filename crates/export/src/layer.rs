@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::dir::Type;
@@ -163,7 +163,14 @@ pub fn write_layer(
     out: impl Write,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, ExportError> {
-    let streamed = stream_layer(snapshot_dir, out, Sha256::new(), opts, Threads::Two, None)?;
+    let streamed = stream_layer(
+        &[snapshot_dir],
+        out,
+        Sha256::new(),
+        opts,
+        Threads::Two,
+        None,
+    )?;
     let mut out = streamed.out;
     out.flush().map_err(write_err)?;
     let diff_id = crate::hash::sha256_digest(streamed.tar_hasher);
@@ -193,8 +200,25 @@ pub fn write_layer_to_store(
     opts: &LayerOptions,
     cancel: Option<&AtomicBool>,
 ) -> Result<LayerInfo, ExportError> {
+    write_stacked_layer_to_store(&[snapshot_dir], store, opts, cancel)
+}
+
+/// [`write_layer_to_store`] for a tree made of several directories laid over one another,
+/// topmost first (a snapshot laid over another, `forge_cache::Store::snapshot_tree`): they are
+/// merged as overlayfs merges lowerdirs. A name in a higher directory hides the same name below
+/// it; a directory merges with the directories of its name below it, down to the first level
+/// where the name is something else (or to an opaque directory). The entries written are those
+/// of the merged tree, each described by the level it comes from; one directory gives exactly
+/// what [`write_layer`] writes.
+pub fn write_stacked_layer_to_store(
+    tree: &[&Path],
+    store: &Store,
+    opts: &LayerOptions,
+    cancel: Option<&AtomicBool>,
+) -> Result<LayerInfo, ExportError> {
+    let top = tree.first().copied().unwrap_or(Path::new(""));
     let store_err = |source| ExportError::StoreLayer {
-        path: snapshot_dir.to_path_buf(),
+        path: top.to_path_buf(),
         source,
     };
     // The build does not read its layers back: they go past the page cache.
@@ -202,7 +226,7 @@ pub fn write_layer_to_store(
     let media_type = opts.compression.media_type();
     if opts.compression == Compression::Uncompressed {
         let mut chunks = ChunkWriter::new(ToStore(&mut writer)).map_err(write_err)?;
-        write_tar(snapshot_dir, opts, cancel, &mut chunks)?;
+        write_tar(tree, opts, cancel, &mut chunks)?;
         let (_, tar_size) = chunks.finish().map_err(write_err)?;
         let blob = writer.commit(None).map_err(store_err)?;
         return Ok(LayerInfo {
@@ -213,14 +237,7 @@ pub fn write_layer_to_store(
             media_type,
         });
     }
-    let streamed = stream_layer(
-        snapshot_dir,
-        writer,
-        Sha256::new(),
-        opts,
-        Threads::Two,
-        cancel,
-    )?;
+    let streamed = stream_layer(tree, writer, Sha256::new(), opts, Threads::Two, cancel)?;
     let blob = streamed
         .out
         .commit(streamed.digest.as_ref())
@@ -254,9 +271,9 @@ struct Streamed<W, H> {
     size: u64,
 }
 
-/// Streams the layer of `snapshot_dir` into `out`, the tar through `tar_hasher`.
+/// Streams the layer of `tree` into `out`, the tar through `tar_hasher`.
 fn stream_layer<W: Write, H: ChunkHasher>(
-    snapshot_dir: &Path,
+    tree: &[&Path],
     out: W,
     tar_hasher: H,
     opts: &LayerOptions,
@@ -272,7 +289,7 @@ fn stream_layer<W: Write, H: ChunkHasher>(
     let (tar_out, tar_hasher) = match threads {
         Threads::Two => {
             let ((), tar_out, tar_hasher) = pipelined(tar_out, tar_hasher, |chunks| {
-                write_tar(snapshot_dir, opts, cancel, chunks)
+                write_tar(tree, opts, cancel, chunks)
             })?;
             (tar_out, tar_hasher)
         }
@@ -282,7 +299,7 @@ fn stream_layer<W: Write, H: ChunkHasher>(
                 hasher: tar_hasher,
             })
             .map_err(write_err)?;
-            write_tar(snapshot_dir, opts, cancel, &mut chunks)?;
+            write_tar(tree, opts, cancel, &mut chunks)?;
             let (sink, _) = chunks.finish().map_err(write_err)?;
             (sink.out, sink.hasher)
         }
@@ -299,26 +316,118 @@ fn stream_layer<W: Write, H: ChunkHasher>(
     })
 }
 
-/// The whole tar stream of `snapshot_dir`: its entries, then the end-of-archive marker.
+/// The whole tar stream of `tree` (directories laid over one another, topmost first): its
+/// entries, then the end-of-archive marker.
 fn write_tar<S: ChunkSink>(
-    snapshot_dir: &Path,
+    tree: &[&Path],
     opts: &LayerOptions,
     cancel: Option<&AtomicBool>,
     chunks: &mut ChunkWriter<S>,
 ) -> Result<(), ExportError> {
+    let top = tree.first().copied().unwrap_or(Path::new(""));
     let mut walker = Walker {
         opts,
         cancel,
-        root: snapshot_dir,
+        root: top,
         hardlinks: HashMap::new(),
         prefetch: Prefetcher::start(),
     };
-    let root = File::open(snapshot_dir).map_err(|source| ExportError::ReadTree {
-        path: snapshot_dir.to_path_buf(),
-        source,
-    })?;
-    walker.walk(&root, snapshot_dir, b"", chunks)?;
+    let levels = tree
+        .iter()
+        .map(|dir| {
+            let file = File::open(dir).map_err(|source| ExportError::ReadTree {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            Ok((file, dir.to_path_buf()))
+        })
+        .collect::<Result<Vec<_>, ExportError>>()?;
+    walker.walk(&levels, b"", chunks)?;
     tarfmt::write_end(chunks).map_err(write_err)
+}
+
+/// One directory of the tree in each level that has it, topmost first: the open directory and
+/// its path.
+type Levels = [(File, PathBuf)];
+
+/// An entry of a (merged) directory: its name and type, the level it comes from, and the
+/// lower levels whose directories of the same name merge with it (for a directory).
+struct Entry {
+    name: Vec<u8>,
+    kind: Option<Type>,
+    level: usize,
+    merges: Vec<usize>,
+}
+
+/// The entries of one directory across `levels`, sorted by name bytes. One level is its
+/// listing as it is.
+fn merged_listing(levels: &Levels) -> io::Result<Vec<Entry>> {
+    if let [(dir, _)] = levels {
+        return Ok(sys::list_dir(dir)?
+            .into_iter()
+            .map(|(name, kind)| Entry {
+                name,
+                kind,
+                level: 0,
+                merges: Vec::new(),
+            })
+            .collect());
+    }
+    let mut all = Vec::new();
+    for (level, (dir, _)) in levels.iter().enumerate() {
+        for (name, kind) in sys::list_dir(dir)? {
+            let kind = match kind {
+                Some(kind) => Some(kind),
+                None => kind_at(dir, &name)?,
+            };
+            all.push((name, kind, level));
+        }
+    }
+    // By name, then level: each name's first occurrence is the one that shows.
+    all.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut merging = false;
+    for (name, kind, level) in all {
+        match entries.last_mut() {
+            Some(top) if top.name == name => {
+                // Below a directory, directories of its name merge until something else
+                // hides the rest.
+                merging &= kind == Some(Type::Directory);
+                if merging {
+                    top.merges.push(level);
+                }
+            }
+            _ => {
+                merging = kind == Some(Type::Directory);
+                entries.push(Entry {
+                    name,
+                    kind,
+                    level,
+                    merges: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// The type of `name` in `dir`, for a filesystem whose listings do not say.
+fn kind_at(dir: &File, name: &[u8]) -> io::Result<Option<Type>> {
+    let name = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let st = nix::sys::stat::fstatat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(dir)),
+        name.as_c_str(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    Ok(Some(match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Type::Directory,
+        libc::S_IFREG => Type::File,
+        libc::S_IFLNK => Type::Symlink,
+        libc::S_IFCHR => Type::CharacterDevice,
+        libc::S_IFBLK => Type::BlockDevice,
+        libc::S_IFIFO => Type::Fifo,
+        _ => Type::Socket,
+    }))
 }
 
 struct Walker<'a> {
@@ -349,13 +458,13 @@ impl Walker<'_> {
         }
     }
 
-    /// Writes the entries of the directory open as `dir` (at `dir_path`, named `rel` in the
-    /// tar). Entries are opened relative to `dir`: a file is looked up by its name alone, not by
-    /// a path walked from `/`, and its metadata and xattrs come from the open descriptor.
+    /// Writes the entries of one directory, open in each of `levels` that has it (named `rel`
+    /// in the tar). Entries are opened relative to their directory: a file is looked up by its
+    /// name alone, not by a path walked from `/`, and its metadata and xattrs come from the
+    /// open descriptor.
     fn walk<S: ChunkSink>(
         &mut self,
-        dir: &File,
-        dir_path: &Path,
+        levels: &Levels,
         rel: &[u8],
         sink: &mut ChunkWriter<S>,
     ) -> Result<(), ExportError> {
@@ -363,16 +472,25 @@ impl Walker<'_> {
             let path = path.to_path_buf();
             move |source| ExportError::ReadTree { path, source }
         };
-        let names = sys::list_dir(dir).map_err(read_err(dir_path))?;
-        self.prefetch.directory(
-            dir,
-            names
-                .iter()
-                .filter(|(_, kind)| *kind == Some(Type::File))
-                .map(|(name, _)| name.clone())
-                .collect(),
-        );
-        for (name, kind) in names {
+        let entries = merged_listing(levels).map_err(read_err(&levels[0].1))?;
+        for (level, (dir, _)) in levels.iter().enumerate() {
+            self.prefetch.directory(
+                dir,
+                entries
+                    .iter()
+                    .filter(|e| e.level == level && e.kind == Some(Type::File))
+                    .map(|e| e.name.clone())
+                    .collect(),
+            );
+        }
+        for Entry {
+            name,
+            kind,
+            level,
+            merges,
+        } in entries
+        {
+            let (dir, dir_path) = &levels[level];
             if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ExportError::Cancelled {
                     path: self.root.to_path_buf(),
@@ -475,7 +593,17 @@ impl Walker<'_> {
                     Some(file) => file,
                     None => File::open(&path).map_err(read_err(&path))?,
                 };
-                self.walk(&sub, &path, &dir_path, sink)?;
+                let mut sub_levels = vec![(sub, path)];
+                // An opaque directory hides what is below it in lower levels too.
+                for lower in merges.into_iter().filter(|_| !opaque) {
+                    let (lower_dir, lower_path) = &levels[lower];
+                    let path = lower_path.join(OsStr::from_bytes(&name));
+                    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+                    let file =
+                        sys::openat(lower_dir.as_fd(), &name, flags).map_err(read_err(&path))?;
+                    sub_levels.push((File::from(file), path));
+                }
+                self.walk(&sub_levels, &dir_path, sink)?;
                 continue;
             }
             let link_target;
@@ -498,7 +626,7 @@ impl Walker<'_> {
                     Some(file) => file,
                     None => File::open(&path).map_err(read_err(&path))?,
                 };
-                sink.write_entry_data(file, meta.len()).map_err(|source| {
+                let cached = sink.write_file_data(&file, meta.len()).map_err(|source| {
                     if source.kind() == io::ErrorKind::UnexpectedEof {
                         ExportError::ReadTree {
                             path: path.clone(),
@@ -508,6 +636,9 @@ impl Walker<'_> {
                         write_err(source)
                     }
                 })?;
+                if !cached {
+                    self.prefetch.missed();
+                }
                 continue;
             }
             if ft.is_symlink() {
@@ -587,10 +718,24 @@ mod tests {
                 compression,
                 ..LayerOptions::default()
             };
-            let one =
-                stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::One, None).unwrap();
-            let two =
-                stream_layer(&tree, Vec::new(), Sha256::new(), &opts, Threads::Two, None).unwrap();
+            let one = stream_layer(
+                &[&tree],
+                Vec::new(),
+                Sha256::new(),
+                &opts,
+                Threads::One,
+                None,
+            )
+            .unwrap();
+            let two = stream_layer(
+                &[&tree],
+                Vec::new(),
+                Sha256::new(),
+                &opts,
+                Threads::Two,
+                None,
+            )
+            .unwrap();
             assert!(one.out == two.out, "{compression:?}: the blobs differ");
             assert_eq!(one.tar_size, two.tar_size);
             assert_eq!(one.digest, two.digest);
@@ -613,7 +758,7 @@ mod tests {
             assert!(file == blob, "{compression:?}: the stored blob differs");
         }
         let tar = stream_layer(
-            &tree,
+            &[&tree],
             Vec::new(),
             Sha256::new(),
             &LayerOptions {
@@ -695,6 +840,130 @@ mod tests {
         let down = AtomicBool::new(false);
         let info = write_layer_to_store(&tree, &store, &opts, Some(&down)).unwrap();
         assert_eq!(store.list_blobs().unwrap(), vec![info.digest]);
+    }
+
+    /// A tree of two directories laid over one another gives, byte for byte, the layer of what
+    /// overlayfs itself shows for them: names hidden and shown, directories merged (metadata
+    /// from the top), a file hiding a directory, an opaque directory, hardlinks below.
+    #[test]
+    fn a_stacked_tree_exports_as_overlayfs_merges_it() {
+        use nix::mount::{mount, umount, MsFlags};
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: it mounts an overlay to compare with"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let (upper, lower, merged) = (
+            tmp.path().join("upper"),
+            tmp.path().join("lower"),
+            tmp.path().join("merged"),
+        );
+        for dir in [
+            "lower/a", "lower/c", "lower/d", "lower/o", "upper/a", "upper/e", "upper/o",
+        ] {
+            fs::create_dir_all(tmp.path().join(dir)).unwrap();
+        }
+        for (path, text) in [
+            ("lower/a/keep", "kept below"),
+            ("lower/a/over", "old"),
+            ("lower/b", "only below"),
+            ("lower/c/x", "hidden by the file c"),
+            ("lower/d/y", "a directory only below"),
+            ("lower/o/z", "hidden by the opaque o"),
+            ("lower/hard1", "linked twice"),
+            ("upper/a/over", "new"),
+            ("upper/a/new", "only above"),
+            ("upper/c", "a file over a directory"),
+        ] {
+            fs::write(tmp.path().join(path), text).unwrap();
+        }
+        fs::hard_link(lower.join("hard1"), lower.join("hard2")).unwrap();
+        fs::set_permissions(lower.join("a"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(upper.join("a"), fs::Permissions::from_mode(0o751)).unwrap();
+        let cpath = |p: &Path| sys::cpath(p).unwrap();
+        sys::set_xattr_path(&cpath(&upper.join("o")), b"trusted.overlay.opaque", b"y").unwrap();
+        let opts = LayerOptions {
+            compression: Compression::Uncompressed,
+            ..LayerOptions::default()
+        };
+        let store = forge_cache::Store::open(tmp.path().join("store")).unwrap();
+        let stacked = write_stacked_layer_to_store(&[&upper, &lower], &store, &opts, None).unwrap();
+
+        fs::create_dir(&merged).unwrap();
+        let options = format!("lowerdir={}:{}", upper.display(), lower.display());
+        mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(options.as_str()),
+        )
+        .unwrap();
+        let flat = write_layer_to_store(&merged, &store, &opts, None);
+        umount(&merged).unwrap();
+        let flat = flat.unwrap();
+        // Each entry as the tar has it: path, type, mode, mtime, link target and content.
+        type Row = (String, u8, u32, u64, String, Vec<u8>);
+        let entries = |info: &LayerInfo| -> Vec<Row> {
+            let blob = fs::read(store.blob_path(&info.digest).unwrap()).unwrap();
+            let mut rows = Vec::new();
+            for entry in tar::Archive::new(&blob[..]).entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let h = entry.header().clone();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+                rows.push((
+                    String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    h.entry_type().as_byte(),
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                    String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default())
+                        .into_owned(),
+                    data,
+                ));
+            }
+            rows
+        };
+        let stacked_rows = entries(&stacked);
+        let names: Vec<&str> = stacked_rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "a/",
+                "a/keep",
+                "a/new",
+                "a/over",
+                "b",
+                "c",
+                "d/",
+                "d/y",
+                "e/",
+                "hard1",
+                "hard2",
+                "o/",
+                "o/.wh..wh..opq"
+            ]
+        );
+        assert_eq!(stacked_rows[3].5, b"new", "the upper a/over shows");
+        assert_eq!(
+            stacked_rows[0].2, 0o751,
+            "a merged directory has the upper's mode"
+        );
+        assert_eq!(stacked_rows[10].4, "hard1", "hard2 is a link to hard1");
+        // The overlay mount shows the opaque directory without its marker; past that, every
+        // entry is the same.
+        let overlay_rows = entries(&flat);
+        let without_marker: Vec<Row> = stacked_rows
+            .into_iter()
+            .filter(|r| r.0 != "o/.wh..wh..opq")
+            .collect();
+        assert_eq!(without_marker, overlay_rows);
+        let one_level = write_stacked_layer_to_store(&[&lower], &store, &opts, None).unwrap();
+        assert_eq!(
+            one_level,
+            write_layer_to_store(&lower, &store, &opts, None).unwrap()
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ mod unpack;
 
 pub use error::ExportError;
 pub use image::{build_image, build_index, rfc3339, BaseImage, BuiltImage, BuiltIndex, ImageSpec};
-pub use layer::{write_layer, write_layer_to_store, Compression, LayerInfo, LayerOptions};
+pub use layer::{
+    write_layer, write_layer_to_store, write_stacked_layer_to_store, Compression, LayerInfo,
+    LayerOptions,
+};
 pub use output::{
     write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_dir, write_rootfs_tar,
     BlobSource, MemoryBlobs, OciLayoutBlobs, REF_NAME_ANNOTATION,

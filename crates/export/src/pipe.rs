@@ -7,6 +7,7 @@
 //! biggest single cost. A handful of chunks in flight bound the memory (never a whole layer);
 //! chunks are recycled, not reallocated.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 
 use forge_cache::{BlobWriter, Piece};
@@ -15,6 +16,7 @@ use std::thread;
 
 use sha2::Sha256;
 
+use crate::sys;
 use crate::tarfmt;
 use crate::ExportError;
 
@@ -85,8 +87,41 @@ impl<S: ChunkSink> ChunkWriter<S> {
 
     /// Copies exactly `size` bytes of entry data from `data`, then the padding to the next block;
     /// fails with `UnexpectedEof` if the source is shorter (the file shrank while being read).
-    pub(crate) fn write_entry_data(&mut self, mut data: impl Read, size: u64) -> io::Result<()> {
-        let mut left = size;
+    /// [`ChunkWriter::write_entry_data`] from a file, its first read taking only what the page
+    /// cache holds; returns false when that was nothing (the file's data is on disk only), after
+    /// reading it all the ordinary way.
+    pub(crate) fn write_file_data(&mut self, file: &File, size: u64) -> io::Result<bool> {
+        let mut cached = true;
+        if size > 0 {
+            if self.filled == CHUNK {
+                self.hand_off()?;
+            }
+            let room = (CHUNK - self.filled).min(usize::try_from(size).unwrap_or(usize::MAX));
+            let filled = self.filled;
+            match sys::read_cached(file, &mut self.buf()[filled..filled + room])? {
+                Some(n) => {
+                    self.filled += n;
+                    // A short first read is left to the loop below, which reads on from there.
+                    let left = size - n as u64;
+                    return self.write_entry_data_from(file, size, left).map(|()| true);
+                }
+                None => cached = false,
+            }
+        }
+        self.write_entry_data(file, size).map(|()| cached)
+    }
+
+    pub(crate) fn write_entry_data(&mut self, data: impl Read, size: u64) -> io::Result<()> {
+        self.write_entry_data_from(data, size, size)
+    }
+
+    /// Reads the last `left` of an entry's `size` bytes from `data`, then its padding.
+    fn write_entry_data_from(
+        &mut self,
+        mut data: impl Read,
+        size: u64,
+        mut left: u64,
+    ) -> io::Result<()> {
         while left > 0 {
             if self.filled == CHUNK {
                 self.hand_off()?;

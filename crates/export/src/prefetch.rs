@@ -9,6 +9,11 @@
 //! each (a big file's tail is the kernel's own read-ahead's business): a bounded amount of cache
 //! whatever the layer. It only ever reads, and ignores every error: the walker's own reads are
 //! the ones that count.
+//!
+//! It starts idle, keeping pace with the walker without asking for anything: a tree whose files
+//! are all in the page cache (a layer exported right after its step) needs no read-ahead, and
+//! opening every file twice would only cost CPU the export competes for. The first file the
+//! walker finds on disk only ([`Prefetcher::missed`]) sets it going for the rest of the walk.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
@@ -39,6 +44,8 @@ pub(crate) struct Prefetcher {
     files: Option<SyncSender<(File, Vec<Vec<u8>>)>>,
     read: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Set by the first file found on disk only: from then on the thread reads ahead.
+    going: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -47,23 +54,38 @@ impl Prefetcher {
         let (files, rx) = mpsc::sync_channel::<(File, Vec<Vec<u8>>)>(QUEUED);
         let read = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (walker_read, stopped) = (Arc::clone(&read), Arc::clone(&stop));
+        let going = Arc::new(AtomicBool::new(false));
+        let (walker_read, stopped, started) =
+            (Arc::clone(&read), Arc::clone(&stop), Arc::clone(&going));
         let thread = thread::Builder::new()
             .name("layer-prefetch".into())
             .spawn(move || {
                 let mut asked = 0usize;
                 for (dir, names) in rx {
                     for name in names {
-                        while asked >= walker_read.load(Ordering::Relaxed) + AHEAD {
+                        // Idle, the thread waits at the walker's own file; going, up to AHEAD
+                        // files in front of it.
+                        let wanted = loop {
                             if stopped.load(Ordering::Relaxed) {
                                 return;
                             }
-                            thread::sleep(Duration::from_micros(200));
-                        }
-                        if stopped.load(Ordering::Relaxed) {
-                            return;
-                        }
+                            let read = walker_read.load(Ordering::Relaxed);
+                            if asked < read {
+                                break false;
+                            }
+                            if started.load(Ordering::Relaxed) {
+                                if asked < read + AHEAD {
+                                    break true;
+                                }
+                                thread::sleep(Duration::from_micros(200));
+                            } else {
+                                thread::sleep(Duration::from_millis(1));
+                            }
+                        };
                         asked += 1;
+                        if !wanted {
+                            continue;
+                        }
                         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
                         if let Ok(file) = sys::openat(dir.as_fd(), &name, flags) {
                             // SAFETY: the descriptor is open for the call; fadvise reads no
@@ -85,6 +107,7 @@ impl Prefetcher {
             files: thread.is_some().then_some(files),
             read,
             stop,
+            going,
             thread,
         }
     }
@@ -100,6 +123,11 @@ impl Prefetcher {
                 }
             }
         }
+    }
+
+    /// The walker found a file's data on disk only: the read-ahead starts (or goes on).
+    pub(crate) fn missed(&self) {
+        self.going.store(true, Ordering::Relaxed);
     }
 
     /// The walker is done with one of the files it announced.

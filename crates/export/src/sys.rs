@@ -1,4 +1,5 @@
-//! Extended attributes through libc: nix has no xattr calls. This is the crate's only unsafe code.
+//! Extended attributes through libc (nix has no xattr calls), and a read that never waits for
+//! the disk. This is the crate's only unsafe code (with the read-ahead's fadvise).
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -193,4 +194,28 @@ pub(crate) fn list_dir(dir: &std::fs::File) -> io::Result<Vec<(Vec<u8>, Option<n
     }
     names.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(names)
+}
+
+/// A read from `file`'s current position that returns only what the page cache holds:
+/// `Ok(None)` when that is nothing (reading would wait for the disk), else what a `read` gives.
+pub(crate) fn read_cached(file: &std::fs::File, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of its length for the call; the
+    // descriptor is open while `file` is borrowed. Offset -1 reads at (and moves) the file's
+    // position, as read(2) does.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+        // A kernel or filesystem without RWF_NOWAIT: an ordinary read is the answer.
+        e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            io::Read::read(&mut &*file, buf).map(Some)
+        }
+        e => Err(e),
+    }
 }

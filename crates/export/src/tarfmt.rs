@@ -81,13 +81,15 @@ const MAX_OCTAL_11: u64 = 0o77777777777;
 /// Returns false when it does not fit (the caller then uses a PAX record).
 fn octal(field: &mut [u8], value: u64) -> bool {
     let digits = field.len() - 1;
-    let s = format!("{value:0digits$o}");
-    if s.len() > digits {
-        return false;
+    // Filled from the last digit up, without a formatter: several fields per entry add up
+    // over a layer of many files.
+    let mut rest = value;
+    for byte in field[..digits].iter_mut().rev() {
+        *byte = b'0' + (rest & 7) as u8;
+        rest >>= 3;
     }
-    field[..digits].copy_from_slice(s.as_bytes());
     field[digits] = 0;
-    true
+    rest == 0
 }
 
 fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -169,8 +171,9 @@ fn raw_header(
 fn checksum(b: &mut [u8; BLOCK]) {
     b[148..156].copy_from_slice(b"        ");
     let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    let s = format!("{sum:06o}\0 ");
-    b[148..156].copy_from_slice(s.as_bytes());
+    // Six digits, NUL, space (a header's sum is at most 512 * 255, well within six).
+    octal(&mut b[148..155], u64::from(sum));
+    b[155] = b' ';
 }
 
 /// Writes the header block(s) of one entry (a PAX `x` header first when needed).
@@ -249,6 +252,22 @@ pub(crate) fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octal_fields_are_zero_padded_and_refuse_what_does_not_fit() {
+        for value in [0u64, 1, 7, 8, 0o644, 1_795_414_634, MAX_OCTAL_11] {
+            let mut field = [0xffu8; 12];
+            assert!(octal(&mut field, value));
+            assert_eq!(&field[..11], format!("{value:011o}").as_bytes());
+            assert_eq!(field[11], 0);
+        }
+        let mut field = [0u8; 8];
+        assert!(octal(&mut field, 0o7777777));
+        assert!(
+            !octal(&mut field, 0o10000000),
+            "eight digits in a 7-digit field"
+        );
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {
