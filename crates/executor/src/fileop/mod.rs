@@ -98,6 +98,9 @@ pub struct CopyReport {
     pub hardlinks: u64,
     /// Unchanged files hardlinked from an earlier copy instead of written.
     pub reused: u64,
+    /// Unchanged files left where an earlier copy put them, for a snapshot laid over that one
+    /// ([`Reuse::keeps`]): neither written nor linked.
+    pub kept: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Archives extracted by ADD.
@@ -114,6 +117,7 @@ impl CopyReport {
         self.symlinks += other.symlinks;
         self.hardlinks += other.hardlinks;
         self.reused += other.reused;
+        self.kept += other.kept;
         self.bytes += other.bytes;
         self.archives += other.archives;
         self.xattrs += other.xattrs;
@@ -176,6 +180,22 @@ pub trait Reuse: Sync + std::fmt::Debug {
     fn identical(&self, src: &Path, target: &Path) -> Option<std::path::PathBuf>;
     /// Told of every regular file the copy wrote or linked, so the next copy can reuse it.
     fn wrote(&self, src: &Path, target: &Path);
+    /// Whether an identical earlier file may simply be left where it is, instead of linked: the
+    /// caller will lay the new tree over the earlier one. Then only what changed is written.
+    fn keeps(&self) -> bool {
+        false
+    }
+    /// Told of an identical earlier file (`old`, from [`Reuse::identical`]) left where it is in
+    /// place of `target`, when [`Reuse::keeps`]. The caller owns making it part of the result.
+    fn kept(&self, _src: &Path, _target: &Path, _old: &Path) {}
+    /// Asked (when [`Reuse::keeps`]) before the copier looks at `src`, a directory entry whose
+    /// type is a regular file: true when the implementation knows, without the copier's checks,
+    /// that `src` has one link and the content, metadata and mtime it had when an earlier copy
+    /// with the same owner and mode settings made `target`, and that this file is still there.
+    /// The earlier file is then kept, as after [`Reuse::kept`], and `src` is not read at all.
+    fn unchanged(&self, _src: &Path, _target: &Path) -> bool {
+        false
+    }
 }
 
 /// The outcome of [`copy_or_defer`].

@@ -168,6 +168,24 @@ impl<'a> Copier<'a> {
         .is_ok()
     }
 
+    /// Keeps the earlier file for `src` (a regular file by its directory entry) without a look
+    /// at `src`, when the reuse source vouches for it ([`super::Reuse::unchanged`]) and the
+    /// copy would not leave it out anyway.
+    fn kept_unseen(&mut self, src: &Path, rel: &str, target: &Path) -> bool {
+        let Some((reuse, root)) = self.reuse else {
+            return false;
+        };
+        if !reuse.keeps() || self.is_excluded(rel, false) || self.is_ignored(src, false) {
+            return false;
+        }
+        let unchanged =
+            super::path_below(target, root).is_some_and(|rel| reuse.unchanged(src, rel));
+        if unchanged {
+            self.report.kept += 1;
+        }
+        unchanged
+    }
+
     /// Treats what `ignore` matches (relative to `root`) as absent from the source.
     pub(crate) fn with_ignore(mut self, ignore: &'a PatternSet, root: &'a Path) -> Self {
         if !ignore.is_empty() {
@@ -294,20 +312,18 @@ impl<'a> Copier<'a> {
             if created {
                 self.report.dirs += 1;
             }
-            let names = sorted_names(src)?;
-            for name in names {
+            for (name, is_file) in sorted_entries(src)? {
                 let child_rel = if rel.is_empty() {
                     name.to_string_lossy().into_owned()
                 } else {
                     format!("{rel}/{}", name.to_string_lossy())
                 };
-                self.copy_entry(
-                    &src.join(&name),
-                    &child_rel,
-                    &target.join(&name),
-                    true,
-                    created,
-                )?;
+                let (child_src, child_target) = (src.join(&name), target.join(&name));
+                // In a directory this copy just made, nothing is in the way of a kept file.
+                if created && is_file && self.kept_unseen(&child_src, &child_rel, &child_target) {
+                    continue;
+                }
+                self.copy_entry(&child_src, &child_rel, &child_target, true, created)?;
             }
             if !overwrite_meta {
                 copy_info = created;
@@ -323,9 +339,25 @@ impl<'a> Copier<'a> {
             // The first copy may have been replaced since (the same source copied twice in
             // one COPY); then this one is copied afresh.
             let linked = first.filter(|(first, _)| fs::hard_link(first, target).is_ok());
+            let keep = match (&inodes, self.reuse) {
+                // A multiply-linked source is written (or linked) in the new tree, where its
+                // other names can be linked to it.
+                (None, Some((reuse, _))) if reuse.keeps() => self.reusable(src, &meta, target),
+                _ => None,
+            };
             if let Some((_, shared)) = linked {
                 self.report.hardlinks += 1;
                 copy_info = !shared;
+            } else if let Some(old) = keep {
+                // Left where the earlier copy put it (its metadata is already right); the
+                // caller lays this tree over that one.
+                self.report.kept += 1;
+                if let Some((reuse, root)) = self.reuse {
+                    if let Some(rel) = super::path_below(target, root) {
+                        reuse.kept(src, rel, &old);
+                    }
+                }
+                return Ok(());
             } else {
                 let reused = self
                     .reusable(src, &meta, target)
@@ -521,6 +553,19 @@ impl<'a> Copier<'a> {
             }
         }
     }
+}
+
+/// The names in directory `dir`, sorted by their bytes (the order copies are made in), each
+/// with whether its directory entry says it is a regular file (without a stat: false where the
+/// filesystem does not say).
+fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, bool)>, FileOpError> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err("read directory", dir))?
+        .map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_file()))))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read directory", dir))?;
+    entries.sort();
+    Ok(entries)
 }
 
 /// The names in directory `dir`, sorted by their bytes (the order copies are made in).
