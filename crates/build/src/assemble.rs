@@ -205,10 +205,11 @@ fn export_layer(
             }
         }
     }
-    let fs = store.snapshot_fs(snapshot)?;
+    let tree = store.snapshot_tree(snapshot)?;
+    let tree: Vec<&std::path::Path> = tree.iter().map(|p| p.as_path()).collect();
     // Hashed once, by the store's own hasher, while the tree is walked and written.
-    let info = forge_export::write_layer_to_store(
-        &fs,
+    let info = forge_export::write_stacked_layer_to_store(
+        &tree,
         store,
         &LayerOptions {
             compression: Compression::Uncompressed,

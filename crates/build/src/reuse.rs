@@ -1,33 +1,54 @@
 //! Incremental COPY: when a COPY runs again, because one of its files changed or because a step
 //! before it did, most of its files are the same as last time. Each COPY from a build context
 //! leaves an index beside its cache record (target path -> the context digest of the file it
-//! was copied from), keyed by the op's family: the instruction as planned (sources,
-//! destination, workdir, flags) and the context directory, not its inputs, so the family stays
-//! the same when a file or an earlier step changes. The next run of that family hardlinks
-//! every file whose digest is unchanged from the earlier snapshot instead of copying it.
+//! was copied from, and which directory of the snapshot's tree holds it), keyed by the op's
+//! family: the instruction as planned (sources, destination, workdir, flags) and the context
+//! directory, not its inputs, so the family stays the same when a file or an earlier step
+//! changes.
 //!
-//! The family only picks which snapshot to look in; what is linked is decided per file, so a
+//! The next run of that family writes only what changed. Its new snapshot holds the changed
+//! files and every directory, and is laid over the earlier snapshot (`SnapshotMeta::below`),
+//! whose unchanged files show through as overlayfs shows a lowerdir's: for RUN steps the
+//! earlier tree is one more lowerdir, and the layer is written from the merged tree. That holds
+//! only when nothing of the earlier tree shows through that this copy would not make: once the
+//! copy is done, the earlier tree is checked against the new one ([`CopyReuse::settle`]), and
+//! where anything earlier would show that should not (a file deleted since, say), the unchanged
+//! files are hardlinked into the new tree instead, which then stands on its own. So they are
+//! too when the earlier tree is already [`MAX_LEVELS`] deep.
+//!
+//! The family only picks which snapshot to look in; what is kept is decided per file, so a
 //! candidate from a different base is as safe as one from the same: the copier checks size,
-//! mtime, mode and owner before it links (the file is exactly what a fresh copy would make),
-//! and the digest vouches for content and xattrs. Sharing inodes between snapshots is safe
-//! because snapshots are never written after they are committed: overlayfs copies a lower file
-//! up before changing it, and the copier never sets metadata on a linked file. A pruned
-//! earlier snapshot just means the link fails and the file is copied.
+//! mtime, mode and owner before it keeps or links (the file is exactly what a fresh copy would
+//! make), and the digest vouches for content and xattrs. Sharing inodes between snapshots is
+//! safe because snapshots are never written after they are committed: overlayfs copies a lower
+//! file up before changing it, and the copier never sets metadata on a kept or linked file. A
+//! pruned earlier snapshot just means nothing is found and the file is copied.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use forge_cache::{CacheKey, CacheRecord, ContentDigest, ContextTree, SnapshotId, Store};
+use forge_cache::{
+    CacheKey, CacheRecord, ContentDigest, ContextEntry, ContextTree, EntryKind, SnapshotId, Store,
+};
 use forge_planner::OpKind;
 
 use crate::error::BuildError;
 use crate::images::lock;
 
+/// A COPY's tree is at most this many directories laid over one another (its own and those of
+/// earlier runs); the run after that hardlinks everything into a tree of its own again. Each
+/// level is one more overlay lowerdir for the steps after it.
+pub(crate) const MAX_LEVELS: usize = 4;
+
 /// The record key of a COPY family's reuse index: the op's own definition (not its inputs)
 /// and the directory it copies from.
 pub(crate) fn family_key(kind: &OpKind, context: &Path) -> CacheKey {
     let definition = serde_json::to_string(kind).unwrap_or_default();
-    CacheKey::builder("copy-reuse/v3")
+    CacheKey::builder("copy-reuse/v4")
         .extra("op", definition.as_bytes())
         .extra("context", context.as_os_str().as_encoded_bytes())
         .finish()
@@ -38,14 +59,48 @@ pub(crate) fn family_key(kind: &OpKind, context: &Path) -> CacheKey {
 #[derive(Debug)]
 pub(crate) struct CopyReuse<'t> {
     tree: &'t ContextTree,
-    /// The earlier snapshot's root directory and its index.
-    earlier: Option<(PathBuf, Index)>,
-    wrote: Mutex<Vec<(String, ContentDigest)>>,
+    earlier: Option<Earlier>,
+    /// Whether an earlier file's owner and mode follow from its source's alone (no `--chown` by
+    /// name, which depends on the base's /etc/passwd): then [`forge_executor::Reuse::unchanged`]
+    /// can answer from the context tree and the index, without a stat.
+    unseen: bool,
+    wrote: Mutex<Vec<Wrote>>,
 }
 
-/// A COPY's index as it is stored: one string of `target NUL digest NUL` pairs sorted by
-/// target (digests in hex), found by binary search. One string rather than a JSON map of
-/// thousands of entries: loading it is a copy, not an allocation per file.
+/// A file of this copy's tree, for its index.
+#[derive(Debug)]
+struct Wrote {
+    target: String,
+    /// The context digest of its source.
+    digest: ContentDigest,
+    /// Its source's mtime (the file has it too).
+    mtime_ns: i64,
+    /// The level of this copy's tree that holds it: 0 for its own directory, more for a file
+    /// kept in an earlier tree.
+    level: usize,
+}
+
+/// What an index says of one target.
+#[derive(Debug, PartialEq, Eq)]
+struct Recorded {
+    digest: ContentDigest,
+    mtime_ns: i64,
+    level: usize,
+}
+
+/// The last snapshot of the family.
+#[derive(Debug)]
+struct Earlier {
+    snapshot: SnapshotId,
+    /// Its tree, topmost first (`Store::snapshot_tree`).
+    levels: Vec<PathBuf>,
+    index: Index,
+}
+
+/// A COPY's index as it is stored: one string of `target NUL record NUL` pairs sorted by
+/// target, a record being `digest.mtime` (the digest in hex, the mtime in nanoseconds) followed
+/// by `@level` for a file in a lower level of the tree; found by binary search. One string rather than a JSON map of thousands of entries: loading
+/// it is a copy, not an allocation per file.
 #[derive(Debug)]
 struct Index {
     pairs: String,
@@ -74,51 +129,120 @@ impl Index {
         Some(Index { pairs, spans })
     }
 
-    /// The digest recorded for `target`.
-    fn get(&self, target: &str) -> Option<ContentDigest> {
+    /// What is recorded for `target`.
+    fn get(&self, target: &str) -> Option<Recorded> {
         let at = |a: u32, b: u32| &self.pairs[a as usize..b as usize];
         let i = self
             .spans
             .binary_search_by(|&(a, b, _, _)| at(a, b).cmp(target))
             .ok()?;
         let (_, _, c, d) = self.spans[i];
+        let (record, level) = match at(c, d).split_once('@') {
+            Some((record, level)) => (record, level.parse().ok()?),
+            None => (at(c, d), 0),
+        };
+        let (hex_digest, mtime_ns) = record.split_once('.')?;
         let mut digest = [0u8; 32];
-        hex::decode_to_slice(at(c, d), &mut digest).ok()?;
-        Some(ContentDigest(digest))
+        hex::decode_to_slice(hex_digest, &mut digest).ok()?;
+        Some(Recorded {
+            digest: ContentDigest(digest),
+            mtime_ns: mtime_ns.parse().ok()?,
+            level,
+        })
     }
 }
 
 impl<'t> CopyReuse<'t> {
     /// Loads the family's last index, if it and its snapshot are still there and `link` allows
-    /// linking from it; either way this copy's index is kept for the next one.
+    /// using it; either way this copy's index is kept for the next one.
     pub(crate) fn load(
         store: &Store,
         family: &CacheKey,
         tree: &'t ContextTree,
         link: bool,
+        chown: Option<&str>,
     ) -> Self {
         let earlier = link
             .then(|| store.get_record(family).ok().flatten())
             .flatten()
             .and_then(|mut record| {
                 let snapshot = record.snapshot?;
-                let root = store.snapshot_fs(&snapshot).ok()?;
+                let levels = store.snapshot_tree(&snapshot).ok()?;
                 let serde_json::Value::String(pairs) = record.payload.get_mut("pairs")?.take()
                 else {
                     return None;
                 };
-                Some((root, Index::parse(pairs)?))
+                Some(Earlier {
+                    snapshot,
+                    levels,
+                    index: Index::parse(pairs)?,
+                })
             });
+        let numeric = |ids: &str| {
+            ids.split(':')
+                .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        };
         CopyReuse {
             tree,
             earlier,
+            unseen: chown.is_none_or(numeric),
             wrote: Mutex::new(Vec::new()),
         }
     }
 
-    fn digest_of(&self, src: &Path) -> Option<ContentDigest> {
+    fn entry_of(&self, src: &Path) -> Option<&ContextEntry> {
         let rel = forge_executor::path_below(src, self.tree.root())?.to_str()?;
-        self.tree.digest(rel)
+        self.tree.entry(rel)
+    }
+
+    fn record(&self, target: &str, entry: &ContextEntry, level: usize) {
+        lock(&self.wrote).push(Wrote {
+            target: target.to_owned(),
+            digest: entry.digest,
+            mtime_ns: entry.mtime_ns,
+            level,
+        });
+    }
+
+    /// After the copy into `fs` (the new snapshot's own directory): the snapshot to lay it over,
+    /// when files were kept and the earlier tree shows nothing through it that the copy would
+    /// not make. Otherwise the kept files are hardlinked (or, where a link cannot be made,
+    /// copied) into `fs`, which stands on its own; the number linked is returned.
+    pub(crate) fn settle(&self, fs: &Path) -> Result<Settled, BuildError> {
+        let mut wrote = lock(&self.wrote);
+        let Some(earlier) = &self.earlier else {
+            return Ok(Settled::Alone { linked: 0 });
+        };
+        let kept: HashSet<&str> = wrote
+            .iter()
+            .filter(|w| w.level > 0)
+            .map(|w| w.target.as_str())
+            .collect();
+        if kept.is_empty() {
+            return Ok(Settled::Alone { linked: 0 });
+        }
+        let mut covered = true;
+        for level in &earlier.levels {
+            covered = covers(fs, level, &mut String::new(), &kept)
+                .map_err(|e| BuildError::io(level, e))?;
+            if !covered {
+                break;
+            }
+        }
+        if covered {
+            return Ok(Settled::Over(earlier.snapshot.clone()));
+        }
+        let mut linked = 0;
+        for w in wrote.iter_mut().filter(|w| w.level > 0) {
+            let old = earlier.levels[w.level - 1].join(&w.target);
+            let new = fs.join(&w.target);
+            fs::hard_link(&old, &new)
+                .or_else(|_| copy_with_metadata(&old, &new))
+                .map_err(|e| BuildError::io(&new, e))?;
+            w.level = 0;
+            linked += 1;
+        }
+        Ok(Settled::Alone { linked })
     }
 
     /// Records this copy's index for the next build of the family.
@@ -135,13 +259,21 @@ impl<'t> CopyReuse<'t> {
         }
         // A target written twice keeps its last source, as the tree does.
         files.reverse();
-        files.sort_by(|a, b| a.0.cmp(&b.0));
-        files.dedup_by(|a, b| a.0 == b.0);
-        let mut pairs = String::with_capacity(files.len() * 100);
-        for (target, digest) in files {
-            pairs.push_str(&target);
+        files.sort_by(|a, b| a.target.cmp(&b.target));
+        files.dedup_by(|a, b| a.target == b.target);
+        let mut pairs = String::with_capacity(files.len() * 120);
+        let mut hex_digest = [0u8; 64];
+        for w in files {
+            use std::fmt::Write as _;
+            pairs.push_str(&w.target);
             pairs.push('\0');
-            pairs.push_str(&hex::encode(digest.0));
+            if hex::encode_to_slice(w.digest.0, &mut hex_digest).is_ok() {
+                pairs.push_str(std::str::from_utf8(&hex_digest).unwrap_or_default());
+            }
+            let _ = write!(pairs, ".{}", w.mtime_ns);
+            if w.level > 0 {
+                let _ = write!(pairs, "@{}", w.level);
+            }
             pairs.push('\0');
         }
         store.put_record(
@@ -157,16 +289,131 @@ impl<'t> CopyReuse<'t> {
     }
 }
 
+/// What [`CopyReuse::settle`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The new tree is laid over this snapshot.
+    Over(SnapshotId),
+    /// The new tree stands on its own; `linked` kept files were linked into it.
+    Alone { linked: u64 },
+}
+
+/// Whether everything in the earlier directory `old` (at `rel` in the tree, `rel` ending in
+/// `/` unless empty) is hidden by the new directory `new` or is a kept file: then laying `new`
+/// over `old` shows exactly what the copy made. A directory in both is compared inside, and
+/// must not be opaque (it would hide what is below it in the new tree's parents).
+fn covers(new: &Path, old: &Path, rel: &mut String, kept: &HashSet<&str>) -> io::Result<bool> {
+    let mut made: HashMap<OsString, bool> = HashMap::new();
+    for entry in fs::read_dir(new)? {
+        let entry = entry?;
+        made.insert(entry.file_name(), entry.file_type()?.is_dir());
+    }
+    let depth = rel.len();
+    for entry in fs::read_dir(old)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ft = entry.file_type()?;
+        let Some(name_str) = name.to_str() else {
+            return Ok(false);
+        };
+        rel.truncate(depth);
+        rel.push_str(name_str);
+        let covered = match made.get(&name) {
+            Some(true) if ft.is_dir() => {
+                let old_dir = entry.path();
+                rel.push('/');
+                !is_opaque(&old_dir) && covers(&new.join(&name), &old_dir, rel, kept)?
+            }
+            // Something of the new tree's own hides it.
+            Some(_) => true,
+            None => ft.is_file() && kept.contains(rel.as_str()),
+        };
+        if !covered {
+            return Ok(false);
+        }
+    }
+    rel.truncate(depth);
+    Ok(true)
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
+}
+
+/// A copy of `old` at `new` with its owner, mode, times and xattrs: a kept file that cannot be
+/// linked (its inode is at the filesystem's link limit).
+fn copy_with_metadata(old: &Path, new: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(old)?;
+    fs::copy(old, new)?;
+    std::os::unix::fs::lchown(new, Some(meta.uid()), Some(meta.gid()))?;
+    fs::set_permissions(new, meta.permissions())?;
+    for name in xattr::list(old)? {
+        if let Some(value) = xattr::get(old, &name)? {
+            xattr::set(new, &name, &value)?;
+        }
+    }
+    let times = fs::FileTimes::new()
+        .set_accessed(meta.accessed()?)
+        .set_modified(meta.modified()?);
+    fs::File::options().write(true).open(new)?.set_times(times)
+}
+
 impl forge_executor::Reuse for CopyReuse<'_> {
     fn identical(&self, src: &Path, target: &Path) -> Option<PathBuf> {
-        let (root, index) = self.earlier.as_ref()?;
-        let before = index.get(target.to_str()?)?;
-        (self.digest_of(src)? == before).then(|| root.join(target))
+        let earlier = self.earlier.as_ref()?;
+        let before = earlier.index.get(target.to_str()?)?;
+        let root = earlier.levels.get(before.level)?;
+        (self.entry_of(src)?.digest == before.digest).then(|| root.join(target))
     }
 
     fn wrote(&self, src: &Path, target: &Path) {
-        if let (Some(digest), Some(target)) = (self.digest_of(src), target.to_str()) {
-            lock(&self.wrote).push((target.to_owned(), digest));
+        if let (Some(entry), Some(target)) = (self.entry_of(src), target.to_str()) {
+            self.record(target, entry, 0);
+        }
+    }
+
+    fn keeps(&self) -> bool {
+        self.earlier
+            .as_ref()
+            .is_some_and(|e| e.levels.len() < MAX_LEVELS)
+    }
+
+    fn kept(&self, src: &Path, target: &Path, _old: &Path) {
+        let Some(earlier) = &self.earlier else { return };
+        let Some(target) = target.to_str() else {
+            return;
+        };
+        if let (Some(entry), Some(before)) = (self.entry_of(src), earlier.index.get(target)) {
+            self.record(target, entry, before.level + 1);
+        }
+    }
+
+    /// From the context tree (hashed this build) and the index alone: the same digest (content,
+    /// mode, owner, xattrs of the source) and the same mtime as when the earlier file was made,
+    /// one link, and owner settings that give the same owner again.
+    fn unchanged(&self, src: &Path, target: &Path) -> bool {
+        let (Some(earlier), true) = (&self.earlier, self.unseen) else {
+            return false;
+        };
+        let (Some(entry), Some(target)) = (self.entry_of(src), target.to_str()) else {
+            return false;
+        };
+        if entry.kind != EntryKind::File || entry.nlink != 1 {
+            return false;
+        }
+        match earlier.index.get(target) {
+            Some(before)
+                if before.digest == entry.digest
+                    && before.mtime_ns == entry.mtime_ns
+                    && before.level < earlier.levels.len() =>
+            {
+                self.record(target, entry, before.level + 1);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -179,22 +426,39 @@ mod tests {
     fn an_index_finds_each_target_and_nothing_else() {
         let digest = |n: u8| ContentDigest([n; 32]);
         let mut pairs = String::new();
-        for (target, n) in [("a", 1u8), ("data/f 1", 2), ("data/f2", 3), ("z\u{e9}", 4)] {
+        for (target, n, record) in [
+            ("a", 1u8, ".17"),
+            ("data/f 1", 2, ".-5@2"),
+            ("data/f2", 3, ".1795414634123456789"),
+            ("z\u{e9}", 4, ".0@1"),
+        ] {
             pairs.push_str(target);
             pairs.push('\0');
             pairs.push_str(&hex::encode(digest(n).0));
+            pairs.push_str(record);
             pairs.push('\0');
         }
         let index = Index::parse(pairs).unwrap();
-        assert_eq!(index.get("a"), Some(digest(1)));
-        assert_eq!(index.get("data/f 1"), Some(digest(2)));
-        assert_eq!(index.get("data/f2"), Some(digest(3)));
-        assert_eq!(index.get("z\u{e9}"), Some(digest(4)));
+        let rec = |n: u8, mtime_ns: i64, level: usize| Recorded {
+            digest: digest(n),
+            mtime_ns,
+            level,
+        };
+        assert_eq!(index.get("a"), Some(rec(1, 17, 0)));
+        assert_eq!(index.get("data/f 1"), Some(rec(2, -5, 2)));
+        assert_eq!(
+            index.get("data/f2"),
+            Some(rec(3, 1_795_414_634_123_456_789, 0))
+        );
+        assert_eq!(index.get("z\u{e9}"), Some(rec(4, 0, 1)));
         for absent in ["", "b", "data", "data/f", "data/f3"] {
             assert_eq!(index.get(absent), None, "{absent:?}");
         }
-        // A damaged index (an unterminated pair) is no index: everything is copied.
+        // A damaged index (an unterminated pair) is no index: everything is copied. A record
+        // without its mtime (an index of the earlier format) is no record.
         assert!(Index::parse("a\0abc".to_owned()).is_none());
         assert!(Index::parse(String::new()).unwrap().get("a").is_none());
+        let old = format!("a\0{}\0", hex::encode(digest(1).0));
+        assert_eq!(Index::parse(old).unwrap().get("a"), None);
     }
 }

@@ -492,7 +492,7 @@ impl Solver<'_> {
         if !is_link(op) || self.store.snapshot_meta(&snapshot)?.parent == base.top {
             return Ok(snapshot);
         }
-        let layer = self.store.snapshot_fs(&snapshot)?;
+        let tree = self.store.snapshot_tree(&snapshot)?;
         let draft = self.store.prepare_snapshot()?;
         let spec = CopySpec {
             sources: vec![CopySource::Path(".".to_owned())],
@@ -500,8 +500,12 @@ impl Solver<'_> {
             keep_source_owner: true,
             ..CopySpec::default()
         };
-        forge_executor::copy(&spec, &layer, &draft.fs_dir())
-            .map_err(|source| self.fileop_error(op, source))?;
+        // A tree laid over earlier ones is copied bottom first: what a higher level has
+        // replaces what is below it, and its directories' metadata wins.
+        for level in tree.iter().rev() {
+            forge_executor::copy(&spec, level, &draft.fs_dir())
+                .map_err(|source| self.fileop_error(op, source))?;
+        }
         let meta = SnapshotMeta {
             parent: base.top.clone(),
             description: op.name.clone(),
@@ -547,8 +551,9 @@ impl Solver<'_> {
         let Some(snapshot) = record.snapshot else {
             return Ok(None);
         };
-        // A record whose snapshot chain was pruned away is a miss, not an error.
-        match self.store.snapshot_chain(&snapshot) {
+        // A record whose snapshot chain (or a tree one of them is laid over) was pruned away is
+        // a miss, not an error.
+        match self.store.chain_dirs(&snapshot) {
             Ok(_) => Ok(Some(snapshot)),
             Err(_) => Ok(None),
         }

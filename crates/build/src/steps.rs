@@ -16,7 +16,7 @@ use crate::error::BuildError;
 use crate::fetch::{download_all, is_http, parse_checksum, Downloads, FetchFailure};
 use crate::overlay::OverlayMount;
 use crate::progress::Event;
-use crate::reuse::{self, CopyReuse};
+use crate::reuse::{self, CopyReuse, Settled};
 use crate::rootfs::mkdir_in_root;
 
 use crate::solve::{Solver, State};
@@ -26,11 +26,7 @@ impl Solver<'_> {
         let Some(top) = top else {
             return Ok(Vec::new());
         };
-        let chain = self.store.snapshot_chain(top)?;
-        chain
-            .iter()
-            .map(|id| self.store.snapshot_fs(id).map_err(BuildError::from))
-            .collect()
+        Ok(self.store.chain_dirs(top)?)
     }
 
     pub(crate) fn scratch_dir(&self, what: &str) -> PathBuf {
@@ -425,7 +421,8 @@ impl Solver<'_> {
         let family = reuse::family_key(&op.kind, &src_root);
         // --no-cache means nothing from earlier builds, linked files included.
         let link = !self.cache_bypassed(op);
-        let reuse = tree.map(|t| CopyReuse::load(self.store, &family, t, link));
+        let reuse =
+            tree.map(|t| CopyReuse::load(self.store, &family, t, link, file.chown.as_deref()));
         let opts = CopyOptions {
             cancel: Some(&self.in_flight.cancel),
             reuse: reuse.as_ref().map(|r| r as &dyn forge_executor::Reuse),
@@ -463,11 +460,25 @@ impl Solver<'_> {
             Staged::Deferred(deferred) => deferred.finish(&draft.fs_dir(), &opts),
         });
         let report = result.map_err(|source| self.fileop_error(op, source))?;
-        if report.reused > 0 {
-            let note = format!(
-                "{} unchanged files linked from the last run of this step, {} copied\n",
-                report.reused, report.files
-            );
+        let settled = match &reuse {
+            Some(reuse) => reuse.settle(&draft.fs_dir())?,
+            None => Settled::Alone { linked: 0 },
+        };
+        let (linked, below) = match settled {
+            Settled::Over(below) => (report.reused, Some(below)),
+            Settled::Alone { linked } => (report.reused + linked, None),
+        };
+        let note = match &below {
+            Some(_) => format!(
+                "{} unchanged files kept from the last run of this step (laid over it), {} copied\n",
+                report.kept, report.files
+            ),
+            None => format!(
+                "{linked} unchanged files linked from the last run of this step, {} copied\n",
+                report.files
+            ),
+        };
+        if linked > 0 || below.is_some() {
             self.progress.event(Event::Output {
                 step: op.id,
                 stream: forge_executor::Stream::Stdout,
@@ -478,6 +489,7 @@ impl Solver<'_> {
         drop(downloads);
         let meta = SnapshotMeta {
             parent: base.top.clone(),
+            below,
             description: op.name.clone(),
             ..SnapshotMeta::default()
         };

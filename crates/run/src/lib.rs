@@ -102,11 +102,7 @@ pub fn run_image(
     }
     let top = image_snapshots(store, &image)?;
     let lowerdirs: Vec<PathBuf> = match &top {
-        Some(top) => store
-            .snapshot_chain(top)?
-            .iter()
-            .map(|id| store.snapshot_fs(id))
-            .collect::<Result<_, _>>()?,
+        Some(top) => store.chain_dirs(top)?,
         None => Vec::new(),
     };
     // The container's writable layer: a draft that is never committed, so it vanishes (--rm).
