@@ -244,8 +244,18 @@ impl<'a> ContextHasher<'a> {
         self
     }
 
-    /// Walks and hashes the context.
+    /// Walks and hashes the context, and updates the stat memo.
     pub fn hash(&self) -> Result<ContextTree> {
+        let (tree, memo) = self.hash_deferring_memo()?;
+        if let Some(memo) = memo {
+            memo.write()?;
+        }
+        Ok(tree)
+    }
+
+    /// [`ContextHasher::hash`], leaving the memo's update (when it changed) to the caller, who
+    /// can write it while the tree is already in use: writing it means an fsync.
+    pub fn hash_deferring_memo(&self) -> Result<(ContextTree, Option<PendingMemo>)> {
         let root = fs::canonicalize(&self.root)
             .map_err(StoreError::io("open build context", &self.root))?;
         let meta = fs::metadata(&root).map_err(StoreError::io("stat build context", &root))?;
@@ -299,6 +309,7 @@ impl<'a> ContextHasher<'a> {
             },
         };
         let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut pending = None;
         if let (Some(store), Some(path)) = (self.store, memo_path) {
             // Unchanged (every old entry hit, nothing new): nothing to write.
             if !fresh.is_empty() || tree.stats.memo_hits != old.len() as u64 {
@@ -312,10 +323,29 @@ impl<'a> ContextHasher<'a> {
                     .collect();
                 let mut all: Vec<(&str, &MemoEntry)> = kept.iter().map(|(k, v)| (*k, v)).collect();
                 all.extend(fresh.iter().map(|(k, v)| (k.as_str(), v)));
-                Memo::save(store, &path, &mut all)?;
+                pending = Some(PendingMemo {
+                    staging: store.staging_dir().to_path_buf(),
+                    bytes: Memo::encode(&mut all),
+                    path,
+                });
             }
         }
-        Ok(tree)
+        Ok((tree, pending))
+    }
+}
+
+/// A stat memo update waiting to be written (see [`ContextHasher::hash_deferring_memo`]).
+#[derive(Debug)]
+pub struct PendingMemo {
+    staging: PathBuf,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl PendingMemo {
+    /// Writes the memo: staged, fsynced and renamed into place.
+    pub fn write(self) -> Result<()> {
+        fsutil::write_atomic(&self.staging, &self.path, &self.bytes)
     }
 }
 
@@ -966,7 +996,7 @@ impl Memo {
     }
 
     /// Writes `entries` in path order: a directory's lookups then read neighbouring records.
-    fn save(store: &Store, path: &Path, entries: &mut [(&str, &MemoEntry)]) -> Result<()> {
+    fn encode(entries: &mut [(&str, &MemoEntry)]) -> Vec<u8> {
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::with_capacity(entries.len() * 200 + 32);
         out.extend_from_slice(MEMO_MAGIC);
@@ -990,7 +1020,7 @@ impl Memo {
             out.extend_from_slice(&e.xattrs.0);
             out.extend_from_slice(&e.digest.0);
         }
-        fsutil::write_atomic(store.staging_dir(), path, &out)
+        out
     }
 }
 

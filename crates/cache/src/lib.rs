@@ -25,6 +25,7 @@ pub use blobs::{BlobInfo, BlobWriter};
 pub use cache_mounts::{CacheMount, CacheSharing};
 pub use context::{
     ContextEntry, ContextHasher, ContextTree, EntryKind, HashStats, NoFilter, PathFilter,
+    PendingMemo,
 };
 pub use error::{Result, StoreError};
 pub use gc::{
