@@ -129,21 +129,22 @@ pub fn build(
         .ops()
         .iter()
         .any(|op| matches!(&op.kind, OpKind::Context { name, .. } if name == "context"));
-    let tree = match (&req.context, uses_context) {
+    // The stat memo's update is written while the build runs (below): it means an fsync, and
+    // nothing in the build reads it.
+    let (tree, memo) = match (&req.context, uses_context) {
         (Some(dir), true) => {
             let filter = IgnoreFilter(&matcher);
-            Some(
-                ContextHasher::new(dir)
-                    .filter(&filter)
-                    .memo(store)
-                    .hash()
-                    .map_err(|source| BuildError::Context {
-                        path: dir.clone(),
-                        source,
-                    })?,
-            )
+            let (tree, memo) = ContextHasher::new(dir)
+                .filter(&filter)
+                .memo(store)
+                .hash_deferring_memo()
+                .map_err(|source| BuildError::Context {
+                    path: dir.clone(),
+                    source,
+                })?;
+            (Some(tree), memo.map(|m| (dir.clone(), m)))
         }
-        _ => None,
+        _ => (None, None),
     };
 
     // Each directory named context a COPY or mount reads, hashed whole (no ignore file).
@@ -187,20 +188,31 @@ pub fn build(
         remote: fetch::Remote::new(fetcher),
         in_flight,
         early_layers: &early_layers,
+        after_commit: Mutex::new(Vec::new()),
     };
-    let solved = std::thread::scope(|scope| {
+    let (solved, memo_written) = std::thread::scope(|scope| {
         let exporter = scope.spawn(|| {
             assemble::EarlyLayers::export(store, early_queue, req.source_date_epoch, &cancel)
+        });
+        let memo_writer = scope.spawn(|| match memo {
+            Some((dir, memo)) => memo
+                .write()
+                .map_err(|source| BuildError::Context { path: dir, source }),
+            None => Ok(()),
         });
         let solved = solver.run();
         early_layers.close();
         exporter
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        solved
+        let written = memo_writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (solved, written)
     });
     solver.memory.save();
     let (states, tally) = solved?;
+    memo_written?;
     // Cancelled after the last step: no image is written.
     if req
         .sandbox

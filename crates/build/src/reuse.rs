@@ -245,17 +245,12 @@ impl<'t> CopyReuse<'t> {
         Ok(Settled::Alone { linked })
     }
 
-    /// Records this copy's index for the next build of the family.
-    pub(crate) fn save(
-        self,
-        store: &Store,
-        family: &CacheKey,
-        snapshot: &SnapshotId,
-        description: &str,
-    ) -> Result<(), BuildError> {
+    /// This copy's index as the record the next build of the family looks for (none when the
+    /// copy wrote no files).
+    pub(crate) fn index(self, snapshot: &SnapshotId, description: &str) -> Option<CacheRecord> {
         let mut files = self.wrote.into_inner().unwrap_or_else(|e| e.into_inner());
         if files.is_empty() {
-            return Ok(());
+            return None;
         }
         // A target written twice keeps its last source, as the tree does.
         files.reverse();
@@ -276,16 +271,12 @@ impl<'t> CopyReuse<'t> {
             }
             pairs.push('\0');
         }
-        store.put_record(
-            family,
-            &CacheRecord {
-                snapshot: Some(snapshot.clone()),
-                payload: serde_json::json!({ "pairs": pairs }),
-                description: format!("reuse index of {description}"),
-                ..CacheRecord::default()
-            },
-        )?;
-        Ok(())
+        Some(CacheRecord {
+            snapshot: Some(snapshot.clone()),
+            payload: serde_json::json!({ "pairs": pairs }),
+            description: format!("reuse index of {description}"),
+            ..CacheRecord::default()
+        })
     }
 }
 

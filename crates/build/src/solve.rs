@@ -60,6 +60,9 @@ pub(crate) struct Solver<'a> {
     pub(crate) in_flight: InFlight,
     /// Takes each new snapshot that will be a layer of the image, to export it right away.
     pub(crate) early_layers: &'a EarlyLayers,
+    /// Records a step made for later builds (a COPY's reuse index), written once its snapshot
+    /// has been handed to `early_layers`: the export need not wait for them.
+    pub(crate) after_commit: Mutex<Vec<(CacheKey, CacheRecord)>>,
 }
 
 /// Identical operations run once: the first op with a key claims it; another op with the same
@@ -461,6 +464,10 @@ impl Solver<'_> {
                     },
                 )?;
                 self.early_layers.committed(op, &snapshot);
+                let records = std::mem::take(&mut *lock(&self.after_commit));
+                for (key, record) in records {
+                    self.store.put_record(&key, &record)?;
+                }
                 self.progress.event(Event::Done {
                     step: op.id,
                     elapsed: start.elapsed(),

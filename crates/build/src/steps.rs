@@ -14,6 +14,7 @@ use forge_planner::{FileAction, FileOp, Op, OpKind, RunOp, SourceRef};
 
 use crate::error::BuildError;
 use crate::fetch::{download_all, is_http, parse_checksum, Downloads, FetchFailure};
+use crate::images::lock;
 use crate::overlay::OverlayMount;
 use crate::progress::Event;
 use crate::reuse::{self, CopyReuse, Settled};
@@ -494,8 +495,8 @@ impl Solver<'_> {
             ..SnapshotMeta::default()
         };
         let snapshot = self.store.commit_snapshot(draft, meta)?;
-        if let Some(reuse) = reuse {
-            reuse.save(self.store, &family, &snapshot, &op.name)?;
+        if let Some(index) = reuse.and_then(|r| r.index(&snapshot, &op.name)) {
+            lock(&self.after_commit).push((family, index));
         }
         Ok(snapshot)
     }
