@@ -61,7 +61,17 @@ impl OverlayMount {
             upper.display(),
             work.display()
         );
-        Self::mount_overlay(target, &options)
+        // `volatile`: no sync of the whole upper filesystem when the overlay is unmounted (it
+        // waited for every dirty page on it, the build's own and anyone else's); the upperdir
+        // becomes a snapshot, whose commit syncs it anyway, and the workdir, which a volatile
+        // mount marks, is deleted then. A kernel before 5.10 does not know the option.
+        match Self::mount_overlay(target, &format!("{options},volatile")) {
+            Err(BuildError::Mount {
+                source: nix::Error::EINVAL,
+                ..
+            }) => Self::mount_overlay(target, &options),
+            mounted => mounted,
+        }
     }
 
     /// A read-only view of `lowerdirs` (top-most first) at `target`.
