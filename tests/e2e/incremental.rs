@@ -209,3 +209,44 @@ forgetest!(laid_over_trees_stop_at_four_and_at_a_deleted_file, |t| {
         assert_fresh_build_is(t, &[], built);
     }
 });
+
+// A --link COPY laid over its last run, then cached on a new base: the rebased copy holds the
+// merged tree, the changed file from the top level and the kept ones from below.
+forgetest!(a_laid_over_link_copy_rebases_whole, |t| {
+    for i in 0..8 {
+        t.write(&format!("src/d{}/f{i}.txt", i % 2), &format!("file {i}\n"));
+    }
+    t.dockerfile(
+        "ARG BASE=busybox:latest\n\
+         FROM $BASE\n\
+         COPY --link src/ /app/\n\
+         RUN cat /app/d0/f0.txt /app/d1/f7.txt > /joined && find /app | sort > /listing\n",
+    );
+    t.build_ok(&EPOCH);
+    t.write("src/d0/f0.txt", "changed\n");
+    let note = "7 unchanged files kept from the last run of this step (laid over it), 1 copied";
+    rebuild_linking(t, &[], "link:1", "COPY --link", note);
+    let listing = t.sh("link:1", "cat /listing");
+    assert_eq!(listing.lines().count(), 11, "{listing}");
+    // Another base: an image with one more layer.
+    let base = t.scratch().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(
+        base.join("Dockerfile"),
+        "FROM busybox:latest\nRUN touch /marker\n",
+    )
+    .unwrap();
+    let made = t.forge(&["build", "-t", "base2:latest", &base.display().to_string()]);
+    assert!(made.success(), "{}", made.stderr);
+    let mut args = EPOCH.to_vec();
+    args.extend(["--build-arg", "BASE=base2:latest", "-t", "link:2"]);
+    let rebased = t.build_ok(&args);
+    assert!(rebased.step("COPY --link").cached, "{}", rebased.log);
+    assert!(!rebased.step("RUN cat").cached, "{}", rebased.log);
+    assert_eq!(
+        t.sh("link:2", "cat /joined; ls /marker"),
+        "changed\nfile 7\n/marker\n"
+    );
+    assert_eq!(t.sh("link:2", "cat /listing"), listing);
+    assert_fresh_build_is(t, &["--build-arg", "BASE=base2:latest"], &rebased);
+});
