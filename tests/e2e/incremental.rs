@@ -93,6 +93,11 @@ forgetest!(a_rerun_copy_keeps_the_unchanged_files_below_it, |t| {
         .collect();
     assert_eq!(laid.len(), 1, "one snapshot is laid over another: {laid:?}");
     assert_eq!(t.sh("incremental:1", "cat /joined"), "changed\nfile 1\n");
+    // forge run mounts both trees too: a kept file and the changed one.
+    assert_eq!(
+        t.sh("incremental:1", "cat /app/d1/f1.txt /app/d0/f0.txt"),
+        "file 1\nchanged\n"
+    );
     assert_fresh_build_is(t, &[], &incremental);
 });
 
