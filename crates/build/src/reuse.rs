@@ -236,11 +236,17 @@ impl<'t> CopyReuse<'t> {
         for w in wrote.iter_mut().filter(|w| w.level > 0) {
             let old = earlier.levels[w.level - 1].join(&w.target);
             let new = fs.join(&w.target);
-            fs::hard_link(&old, &new)
-                .or_else(|_| copy_with_metadata(&old, &new))
-                .map_err(|e| BuildError::io(&new, e))?;
+            match fs::hard_link(&old, &new) {
+                Ok(()) => linked += 1,
+                // A target kept twice is linked once.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMLINK as i32) => {
+                    copy_with_metadata(&old, &new).map_err(|e| BuildError::io(&new, e))?;
+                    linked += 1;
+                }
+                Err(e) => return Err(BuildError::io(&new, e)),
+            }
             w.level = 0;
-            linked += 1;
         }
         Ok(Settled::Alone { linked })
     }
@@ -333,12 +339,15 @@ fn is_opaque(dir: &Path) -> bool {
         .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
 }
 
-/// A copy of `old` at `new` with its owner, mode, times and xattrs: a kept file that cannot be
-/// linked (its inode is at the filesystem's link limit).
+/// A copy of `old` at `new` (which must not exist: `old`'s inode belongs to an earlier snapshot
+/// and is never written) with its owner, mode, times and xattrs: a kept file that cannot be
+/// linked because its inode is at the filesystem's link limit.
 fn copy_with_metadata(old: &Path, new: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::symlink_metadata(old)?;
-    fs::copy(old, new)?;
+    let mut out = fs::File::options().write(true).create_new(true).open(new)?;
+    io::copy(&mut fs::File::open(old)?, &mut out)?;
+    drop(out);
     std::os::unix::fs::lchown(new, Some(meta.uid()), Some(meta.gid()))?;
     fs::set_permissions(new, meta.permissions())?;
     for name in xattr::list(old)? {
