@@ -99,12 +99,13 @@ struct Earlier {
 
 /// A COPY's index as it is stored: one string of `target NUL record NUL` pairs sorted by
 /// target, a record being `digest.mtime` (the digest in hex, the mtime in nanoseconds) followed
-/// by `@level` for a file in a lower level of the tree; found by binary search. One string rather than a JSON map of thousands of entries: loading
-/// it is a copy, not an allocation per file.
+/// by `@level` for a file in a lower level of the tree; found by binary search. One string
+/// rather than a JSON map of thousands of entries: loading it is a copy, not an allocation per
+/// file.
 #[derive(Debug)]
 struct Index {
     pairs: String,
-    /// Where each pair's target, and its digest, start and end in `pairs`.
+    /// Where each pair's target, and its record, start and end in `pairs`.
     spans: Vec<(u32, u32, u32, u32)>,
 }
 
@@ -381,13 +382,17 @@ impl forge_executor::Reuse for CopyReuse<'_> {
             .is_some_and(|e| e.levels.len() < MAX_LEVELS)
     }
 
-    fn kept(&self, src: &Path, target: &Path, _old: &Path) {
-        let Some(earlier) = &self.earlier else { return };
-        let Some(target) = target.to_str() else {
-            return;
-        };
-        if let (Some(entry), Some(before)) = (self.entry_of(src), earlier.index.get(target)) {
-            self.record(target, entry, before.level + 1);
+    fn kept(&self, src: &Path, target: &Path, old: &Path) {
+        // `old` came from `identical`: the level is the tree directory it is in.
+        let level = self.earlier.as_ref().and_then(|e| {
+            e.levels
+                .iter()
+                .position(|l| forge_executor::path_below(old, l).is_some())
+        });
+        if let (Some(level), Some(entry), Some(target)) =
+            (level, self.entry_of(src), target.to_str())
+        {
+            self.record(target, entry, level + 1);
         }
     }
 
