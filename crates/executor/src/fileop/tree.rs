@@ -339,29 +339,28 @@ impl<'a> Copier<'a> {
             // The first copy may have been replaced since (the same source copied twice in
             // one COPY); then this one is copied afresh.
             let linked = first.filter(|(first, _)| fs::hard_link(first, target).is_ok());
-            let keep = match (&inodes, self.reuse) {
-                // A multiply-linked source is written (or linked) in the new tree, where its
-                // other names can be linked to it.
-                (None, Some((reuse, _))) if reuse.keeps() => self.reusable(src, &meta, target),
-                _ => None,
+            let earlier = match linked {
+                Some(_) => None,
+                None => self.reusable(src, &meta, target),
             };
+            // A multiply-linked source is written (or linked) in the new tree, where its
+            // other names can be linked to it.
+            let keep = inodes.is_none() && self.reuse.is_some_and(|(reuse, _)| reuse.keeps());
             if let Some((_, shared)) = linked {
                 self.report.hardlinks += 1;
                 copy_info = !shared;
-            } else if let Some(old) = keep {
+            } else if let Some(old) = earlier.as_ref().filter(|_| keep) {
                 // Left where the earlier copy put it (its metadata is already right); the
                 // caller lays this tree over that one.
                 self.report.kept += 1;
                 if let Some((reuse, root)) = self.reuse {
                     if let Some(rel) = super::path_below(target, root) {
-                        reuse.kept(src, rel, &old);
+                        reuse.kept(src, rel, old);
                     }
                 }
                 return Ok(());
             } else {
-                let reused = self
-                    .reusable(src, &meta, target)
-                    .is_some_and(|old| self.link_earlier(&old, target));
+                let reused = earlier.is_some_and(|old| self.link_earlier(&old, target));
                 if reused {
                     // The inode belongs to an earlier snapshot too: its metadata is already
                     // right and must not be touched.
@@ -570,13 +569,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, bool)>, FileOpError> {
 
 /// The names in directory `dir`, sorted by their bytes (the order copies are made in).
 pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<OsString>, FileOpError> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(io_err("read directory", dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", dir))?;
-    names.sort();
-    Ok(names)
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
