@@ -85,37 +85,29 @@ impl<S: ChunkSink> ChunkWriter<S> {
         Ok(())
     }
 
-    /// Copies exactly `size` bytes of entry data from `data`, then the padding to the next block;
-    /// fails with `UnexpectedEof` if the source is shorter (the file shrank while being read).
-    /// [`ChunkWriter::write_entry_data`] from a file, its first read taking only what the page
-    /// cache holds; returns false when that was nothing (the file's data is on disk only), after
-    /// reading it all the ordinary way.
+    /// Copies a file's `size` bytes as entry data, then the padding, its first read taking only
+    /// what the page cache holds; returns false when that was nothing (the file's data is on
+    /// disk only), after reading it all the ordinary way.
     pub(crate) fn write_file_data(&mut self, file: &File, size: u64) -> io::Result<bool> {
-        let mut cached = true;
+        let mut first = None;
         if size > 0 {
             if self.filled == CHUNK {
                 self.hand_off()?;
             }
             let room = (CHUNK - self.filled).min(usize::try_from(size).unwrap_or(usize::MAX));
             let filled = self.filled;
-            match sys::read_cached(file, &mut self.buf()[filled..filled + room])? {
-                Some(n) => {
-                    self.filled += n;
-                    // A short first read is left to the loop below, which reads on from there.
-                    let left = size - n as u64;
-                    return self.write_entry_data_from(file, size, left).map(|()| true);
-                }
-                None => cached = false,
-            }
+            first = sys::read_cached(file, &mut self.buf()[filled..filled + room])?;
+            self.filled += first.unwrap_or(0);
         }
-        self.write_entry_data(file, size).map(|()| cached)
+        // What a short first read left (or all of it, after none) is read the ordinary way.
+        let left = size - first.unwrap_or(0) as u64;
+        self.write_entry_data_from(file, size, left)?;
+        Ok(size == 0 || first.is_some())
     }
 
-    pub(crate) fn write_entry_data(&mut self, data: impl Read, size: u64) -> io::Result<()> {
-        self.write_entry_data_from(data, size, size)
-    }
-
-    /// Reads the last `left` of an entry's `size` bytes from `data`, then its padding.
+    /// Copies the last `left` of an entry's `size` bytes from `data`, then the padding to the
+    /// next block; fails with `UnexpectedEof` if the source is shorter (the file shrank while
+    /// being read).
     fn write_entry_data_from(
         &mut self,
         mut data: impl Read,
