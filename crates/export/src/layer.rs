@@ -342,7 +342,10 @@ fn write_tar<S: ChunkSink>(
             Ok((file, dir.to_path_buf()))
         })
         .collect::<Result<Vec<_>, ExportError>>()?;
-    walker.walk(&levels, b"", chunks)?;
+    // No directory at all is an empty tree: the end marker alone.
+    if !levels.is_empty() {
+        walker.walk(&levels, b"", chunks)?;
+    }
     tarfmt::write_end(chunks).map_err(write_err)
 }
 
@@ -959,6 +962,12 @@ mod tests {
             .filter(|r| r.0 != "o/.wh..wh..opq")
             .collect();
         assert_eq!(without_marker, overlay_rows);
+        // No directory at all: an empty layer, not a panic.
+        let empty = write_stacked_layer_to_store(&[], &store, &opts, None).unwrap();
+        assert_eq!(
+            empty.uncompressed_size, 1024,
+            "just the end-of-archive blocks"
+        );
         let one_level = write_stacked_layer_to_store(&[&lower], &store, &opts, None).unwrap();
         assert_eq!(
             one_level,
