@@ -9,6 +9,7 @@
 //! cannot be set by users, which is what makes it safe to trust. Entries changed within a second
 //! of a hashing run are not memoised (they could change again within one timestamp tick).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::{CStr, OsStr};
 use std::fs::{self, File};
@@ -133,16 +134,7 @@ impl ContextTree {
 
     /// The entry of a path.
     pub fn entry(&self, path: &str) -> Option<&ContextEntry> {
-        // Paths the copier asks for are already normal: no allocation for those.
-        let plain = !path.is_empty()
-            && path
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..");
-        let i = if plain {
-            self.find(path).ok()?
-        } else {
-            self.find(&normalize(path)?).ok()?
-        };
+        let i = self.find(&normalize(path)?).ok()?;
         Some(&self.entries[i].1)
     }
 
@@ -194,7 +186,14 @@ impl ContextTree {
     }
 }
 
-fn normalize(path: &str) -> Option<String> {
+fn normalize(path: &str) -> Option<Cow<'_, str>> {
+    // Paths the copier asks for, one per file, are already normal: no allocation for those.
+    if path
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+    {
+        return Some(Cow::Borrowed(path));
+    }
     let mut parts = Vec::new();
     for c in path.split('/') {
         match c {
@@ -203,7 +202,7 @@ fn normalize(path: &str) -> Option<String> {
             c => parts.push(c),
         }
     }
-    Some(parts.join("/"))
+    Some(Cow::Owned(parts.join("/")))
 }
 
 /// Hashes a build context. See the module docs.
