@@ -80,6 +80,15 @@ macro_rules! hex_type {
                 hex::decode_to_slice(s, &mut out).ok()?;
                 Some($t(out))
             }
+
+            /// Appends the 64 hex digits to `out`: what `Display` shows, without the
+            /// formatter and the `String` it allocates (this runs once per file of a big copy).
+            pub fn push_hex(&self, out: &mut String) {
+                let mut digits = [0u8; 64];
+                if hex::encode_to_slice(self.0, &mut digits).is_ok() {
+                    out.extend(digits.iter().map(|&b| char::from(b)));
+                }
+            }
         }
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

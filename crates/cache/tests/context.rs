@@ -229,6 +229,37 @@ fn subtree_digests_and_entry_listing() {
 }
 
 #[test]
+fn a_lookup_near_the_last_finds_what_entry_finds() {
+    let ctx = sample();
+    let tree = ContextHasher::new(ctx.path()).hash().unwrap();
+    let all: Vec<&str> = tree.entries_under("").map(|(p, _)| p).collect();
+    let same = |a: Option<&forge_cache::ContextEntry>, b: Option<&forge_cache::ContextEntry>| {
+        a.map(|e| e.digest) == b.map(|e| e.digest) && a.is_some() == b.is_some()
+    };
+    // In path order (the hint moves to each), backwards, and from a hint past the end.
+    let mut near = 0;
+    for (i, p) in all.iter().enumerate() {
+        assert!(same(tree.entry_near(p, &mut near), tree.entry(p)), "{p:?}");
+        assert_eq!(near, i, "{p:?}");
+    }
+    for (i, p) in all.iter().enumerate().rev() {
+        assert!(same(tree.entry_near(p, &mut near), tree.entry(p)), "{p:?}");
+        assert_eq!(near, i, "{p:?}");
+    }
+    near = all.len() + 10;
+    assert!(same(
+        tree.entry_near("./src/main.rs", &mut near),
+        tree.entry("src/main.rs")
+    ));
+    assert_eq!(all[near], "src/main.rs");
+    // What is not there is not found, and the hint stays.
+    let before = near;
+    assert!(tree.entry_near("src/nope.rs", &mut near).is_none());
+    assert!(tree.entry_near("../etc", &mut near).is_none());
+    assert_eq!(near, before);
+}
+
+#[test]
 fn the_stat_memo_avoids_reads_and_notices_changes() {
     let ctx = sample();
     let root = tempfile::tempdir().unwrap();
