@@ -228,8 +228,10 @@ pub(crate) fn detail_pairs(mut files: Vec<(&str, &forge_cache::ContextEntry)>) -
     files.dedup_by(|a, b| a.0 == b.0);
     let mut out = String::with_capacity(files.len() * 96);
     for (path, entry) in files {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{path}\0{}\0", entry.digest);
+        out.push_str(path);
+        out.push('\0');
+        entry.digest.push_hex(&mut out);
+        out.push('\0');
     }
     out
 }

@@ -22,6 +22,7 @@ use crate::images::{image_snapshots, lock, LocalImage};
 use crate::memory::{Ingredients, Memory};
 use crate::progress::{Event, Progress};
 use crate::request::BuildRequest;
+use crate::reuse::PendingIndex;
 use crate::steps::{action_name, is_remote, remote_urls};
 
 /// What an op leaves for the ops that use it.
@@ -60,9 +61,9 @@ pub(crate) struct Solver<'a> {
     pub(crate) in_flight: InFlight,
     /// Takes each new snapshot that will be a layer of the image, to export it right away.
     pub(crate) early_layers: &'a EarlyLayers,
-    /// Records a step made for later builds (a COPY's reuse index), written once its snapshot
-    /// has been handed to `early_layers`: the export need not wait for them.
-    pub(crate) after_commit: Mutex<Vec<(CacheKey, CacheRecord)>>,
+    /// Records a step made for later builds (a COPY's reuse index), made and written once its
+    /// snapshot has been handed to `early_layers`: the export need not wait for them.
+    pub(crate) after_commit: Mutex<Vec<(CacheKey, PendingIndex)>>,
 }
 
 /// Identical operations run once: the first op with a key claims it; another op with the same
@@ -451,6 +452,9 @@ impl Solver<'_> {
         });
         match exec(key) {
             Ok(snapshot) => {
+                // The layer export goes first: after a big COPY it is the longest thing left,
+                // and it needs none of the records below.
+                self.early_layers.committed(op, &snapshot);
                 // Only a step that finished is remembered: after a failed or cancelled run the
                 // next build explains its miss against the last one that produced a result
                 // (not "its cache record was pruned").
@@ -463,10 +467,9 @@ impl Solver<'_> {
                         ..CacheRecord::default()
                     },
                 )?;
-                self.early_layers.committed(op, &snapshot);
                 let records = std::mem::take(&mut *lock(&self.after_commit));
-                for (key, record) in records {
-                    self.store.put_record(&key, &record)?;
+                for (key, index) in records {
+                    self.store.put_record(&key, &index.record())?;
                 }
                 self.progress.event(Event::Done {
                     step: op.id,
