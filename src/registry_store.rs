@@ -316,11 +316,45 @@ pub(crate) fn pull_into_store(
 /// Base images from the store, pulled from their registry when missing (or with `--pull`).
 pub(crate) struct PullingProvider {
     pub(crate) store: Arc<Store>,
-    pub(crate) client: RegistryClient,
+    pub(crate) registry: RegistryArgs,
+    /// Made at the first pull: loading the system's root certificates costs about 9 ms, which a
+    /// build from local images (a rebuild, a CI run with a warm store) should not pay.
+    pub(crate) client: std::sync::OnceLock<RegistryClient>,
     /// Progress lines go here (stderr), one per pulled image.
     pub(crate) quiet: bool,
     /// The build's cancel flag: a pull in progress stops when it is raised.
     pub(crate) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl PullingProvider {
+    /// The provider; an extra `--tls-ca` is read at once, so a bad one fails the build before
+    /// it starts, whether or not it pulls.
+    pub(crate) fn new(
+        store: Arc<Store>,
+        registry: &RegistryArgs,
+        quiet: bool,
+        cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> anyhow::Result<Self> {
+        let client = std::sync::OnceLock::new();
+        if registry.tls_ca.is_some() {
+            let _ = client.set(registry.client()?);
+        }
+        Ok(PullingProvider {
+            store,
+            registry: registry.clone(),
+            client,
+            quiet,
+            cancel,
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<&RegistryClient> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let made = self.registry.client()?;
+        Ok(self.client.get_or_init(|| made))
+    }
 }
 
 impl ImageProvider for PullingProvider {
@@ -363,14 +397,10 @@ impl ImageProvider for PullingProvider {
         }
         let progress = (!self.quiet).then(|| TransferProgress::new("pulled"));
         let cancel = self.cancel.clone();
-        match pull_into_store(
-            &self.client,
-            &self.store,
-            &parsed,
-            platform,
-            progress,
-            cancel,
-        ) {
+        let pulled = self.client().and_then(|client| {
+            pull_into_store(client, &self.store, &parsed, platform, progress, cancel)
+        });
+        match pulled {
             Ok((name, descriptor)) => Ok(Some(ProvidedImage { name, descriptor })),
             // With --pull and no registry reachable, the local image still serves.
             Err(_) if local.is_some() => {

@@ -331,12 +331,12 @@ pub(crate) fn run(globals: &Globals, args: BuildArgs) -> anyhow::Result<ExitCode
         }
     }
     let began = std::time::Instant::now();
-    let provider = PullingProvider {
-        store: store.clone(),
-        client: args.registry.client()?,
-        quiet: mode == ProgressMode::Quiet,
-        cancel: Some(cancel.clone()),
-    };
+    let provider = PullingProvider::new(
+        store.clone(),
+        &args.registry,
+        mode == ProgressMode::Quiet,
+        Some(cancel.clone()),
+    )?;
     let fetcher = crate::fetch::HttpFetcher {
         tls_ca: args.registry.tls_ca.clone(),
         cancel: Some(cancel.clone()),
