@@ -336,8 +336,13 @@ impl<'a> ContextHasher<'a> {
         let fresh = walk.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut pending = None;
         if let (Some(store), Some(path)) = (self.store, memo_path) {
-            // Unchanged (every old entry hit, nothing new): nothing to write.
-            if !fresh.is_empty() || tree.stats.memo_hits != old.len() as u64 {
+            // Nothing new to remember: the old memo is as good as a rewritten one. Its entries
+            // that missed (a file changed too recently to be trusted, or gone) cost nothing but
+            // a stat comparison the next time, so they are dropped only once they are many. A
+            // rewrite is 20,000 path lookups and a sort for a 20,000-file context, on the path
+            // of every build: a build right after an edit skips it.
+            let stale = (old.len() as u64).saturating_sub(tree.stats.memo_hits);
+            if !fresh.is_empty() || stale > old.len() as u64 / MEMO_STALE_SHARE {
                 // Keep the old entries of paths still in the context (a changed one was either
                 // re-remembered in `fresh` or no longer matches its stat), plus the fresh ones.
                 let fresh_keys: HashSet<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
@@ -893,6 +898,10 @@ struct Memo {
     /// a colliding path: the records are scattered, each read a cache miss.
     slots: Vec<(u32, u32)>,
 }
+
+/// The memo is rewritten, when nothing new is to be remembered, once more than this share of its
+/// entries (one in this many) no longer match a file of the context.
+const MEMO_STALE_SHARE: u64 = 8;
 
 /// A record: the name's length (u64), the name, then the fixed part.
 const MEMO_FIXED: usize = 5 * 8 + 3 * 4 + 3 * 32;

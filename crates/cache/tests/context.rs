@@ -310,6 +310,54 @@ fn the_stat_memo_avoids_reads_and_notices_changes() {
 }
 
 #[test]
+fn a_memo_with_nothing_new_is_kept_until_many_of_its_entries_are_stale() {
+    // 30 files and the directory: 31 memo entries, of which more than 3 (one in eight) must be
+    // stale for a memo with nothing new to be rewritten.
+    let ctx = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        write(ctx.path(), &format!("f{i}"), format!("file {i}").as_bytes());
+    }
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    ContextHasher::new(ctx.path()).memo(&store).hash().unwrap();
+    let memo = store
+        .dir()
+        .join("contexts")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let written = std::fs::read(&memo).unwrap();
+    let unchanged = || std::fs::read(&memo).unwrap() == written;
+    let hash = || {
+        let with_memo = ContextHasher::new(ctx.path()).memo(&store).hash().unwrap();
+        let without = ContextHasher::new(ctx.path()).hash().unwrap();
+        assert_eq!(with_memo.root_digest(), without.root_digest());
+        with_memo.stats().files_read
+    };
+    // A file changed just now is read, not remembered (it could change again within the same
+    // timestamp tick): nothing new, so the memo stays as it was; the next build reads the file
+    // again, as its stale entry does not match.
+    write(ctx.path(), "f0", b"changed");
+    assert_eq!(hash(), 1);
+    assert!(unchanged(), "a memo with nothing new was rewritten");
+    assert_eq!(hash(), 1);
+    // A deleted file makes it and its directory stale: 3 of 31 are still too few; 4 are not.
+    std::fs::remove_file(ctx.path().join("f1")).unwrap();
+    assert_eq!(hash(), 1);
+    assert!(
+        unchanged(),
+        "a memo with 3 stale entries of 31 was rewritten"
+    );
+    std::fs::remove_file(ctx.path().join("f2")).unwrap();
+    assert_eq!(hash(), 1);
+    assert!(!unchanged(), "a memo with 4 stale entries of 31 was kept");
+}
+
+#[test]
 fn a_missing_context_is_a_clear_error() {
     let err = ContextHasher::new("/nonexistent/forge-context")
         .hash()
