@@ -202,6 +202,8 @@ pub fn build(
         });
         let solved = solver.run();
         early_layers.close();
+        // Written while the last layers are still being exported, not after.
+        solver.memory.save();
         exporter
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -210,7 +212,6 @@ pub fn build(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (solved, written)
     });
-    solver.memory.save();
     let (states, tally) = solved?;
     memo_written?;
     // Cancelled after the last step: no image is written.
