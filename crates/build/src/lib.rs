@@ -18,9 +18,10 @@ mod solve;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use forge_cache::{ContextHasher, PathFilter, Store};
+use forge_cache::{ContextHasher, ContextTree, PathFilter, PendingMemo, Store};
 use forge_parser::IgnoreMatcher;
 use forge_planner::{NamedContext, OpKind, PlanOptions, Platform};
 
@@ -129,23 +130,19 @@ pub fn build(
         .ops()
         .iter()
         .any(|op| matches!(&op.kind, OpKind::Context { name, .. } if name == "context"));
-    // The stat memo's update is written while the build runs (below): it means an fsync, and
-    // nothing in the build reads it.
-    let (tree, memo) = match (&req.context, uses_context) {
-        (Some(dir), true) => {
-            let filter = IgnoreFilter(&matcher);
-            let (tree, memo) = ContextHasher::new(dir)
-                .filter(&filter)
-                .memo(store)
-                .hash_deferring_memo()
-                .map_err(|source| BuildError::Context {
-                    path: dir.clone(),
-                    source,
-                })?;
-            (Some(tree), memo.map(|m| (dir.clone(), m)))
-        }
-        _ => (None, None),
-    };
+    // The last build's step memory is read while the context is hashed: neither needs the other.
+    let memory = std::thread::scope(|scope| {
+        let memory = scope.spawn(|| Memory::load(Some(memory_path(store, req))));
+        hash_context(req, store, &matcher, uses_context).map(|hashed| {
+            (
+                memory
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                hashed,
+            )
+        })
+    });
+    let (memory, (tree, memo)) = memory?;
 
     // Each directory named context a COPY or mount reads, hashed whole (no ignore file).
     let mut named_trees = BTreeMap::new();
@@ -170,7 +167,6 @@ pub fn build(
     }
 
     let no_cache_stages = stage_indexes(&plan, &req.no_cache_filter);
-    let memory = Memory::load(Some(memory_path(store, req)));
     let in_flight = solve::InFlight::new(req.sandbox.cancel.clone());
     let cancel = Arc::clone(&in_flight.cancel);
     let (early_layers, early_queue) = assemble::EarlyLayers::new(&plan);
@@ -225,6 +221,29 @@ pub fn build(
     }
     let stage = plan.target_stage();
     assemble::assemble(store, req, stage, &states[stage.result], tally, progress)
+}
+
+/// The build context's tree, hashed through the stat memo when a step reads it, and the memo's
+/// update: written while the build runs, as it means an fsync and nothing in the build reads it.
+fn hash_context(
+    req: &BuildRequest,
+    store: &Store,
+    matcher: &IgnoreMatcher,
+    uses_context: bool,
+) -> Result<(Option<ContextTree>, Option<(PathBuf, PendingMemo)>), BuildError> {
+    let (Some(dir), true) = (&req.context, uses_context) else {
+        return Ok((None, None));
+    };
+    let filter = IgnoreFilter(matcher);
+    let (tree, memo) = ContextHasher::new(dir)
+        .filter(&filter)
+        .memo(store)
+        .hash_deferring_memo()
+        .map_err(|source| BuildError::Context {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok((Some(tree), memo.map(|m| (dir.clone(), m))))
 }
 
 /// `.dockerignore` for this Dockerfile: `<Dockerfile>.dockerignore` beside it wins over the
