@@ -237,7 +237,7 @@ fn export_layer(
 
 /// Layers exported while the build still runs. A step whose snapshot will be one of the
 /// image's layers (it is on the target stage's chain of bases) hands its new snapshot over as
-/// soon as it is committed, and one thread exports it while later steps run: in a build whose
+/// soon as it is committed, and it is exported while later steps run: in a build whose
 /// last steps follow a big COPY, the COPY's layer is written while they run instead of after.
 /// Each export leaves the same record [`export_layer`] looks for, so the assembly finds the
 /// layer done; a failed or cancelled early export is simply done again there, where its error
@@ -280,26 +280,40 @@ impl EarlyLayers {
         }
     }
 
-    /// No more snapshots come: the exporting thread ends once it has done those it has.
+    /// No more snapshots come: the exporting threads end once they have done those queued.
     pub(crate) fn close(&self) {
         lock(&self.queue).take();
     }
 
-    /// The exporting thread's loop; stops early when `cancel` is raised (Ctrl-C, or a step
-    /// failed).
+    /// The exporting threads (up to one per core, at most [`MAX_EXPORTS`]), each taking the
+    /// next snapshot queued; they stop early when `cancel` is raised (Ctrl-C, or a step failed).
     pub(crate) fn export(
         store: &Store,
         queue: Receiver<SnapshotId>,
         epoch: Option<i64>,
         cancel: &AtomicBool,
     ) {
-        for snapshot in queue {
-            if cancel.load(Ordering::SeqCst) {
-                return;
+        // A layer committed while a bigger one is still being exported (a RUN after a big
+        // COPY) is exported beside it, not after it, as the assembly's exports are.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_EXPORTS);
+        let queue = Mutex::new(queue);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    // One worker at a time waits for the next snapshot; the others, for it.
+                    let Ok(snapshot) = lock(&queue).recv() else {
+                        return;
+                    };
+                    if cancel.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // An error here is met again, and reported, when the image is assembled.
+                    let _ = export_layer(store, &snapshot, epoch, Some(cancel));
+                });
             }
-            // An error here is met again, and reported, when the image is assembled.
-            let _ = export_layer(store, &snapshot, epoch, Some(cancel));
-        }
+        });
     }
 }
 
