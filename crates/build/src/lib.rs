@@ -223,6 +223,10 @@ pub fn build(
     assemble::assemble(store, req, stage, &states[stage.result], tally, progress)
 }
 
+/// The build context's tree (when a step reads it), and the stat memo's update for the context
+/// directory, if any.
+type HashedContext = (Option<ContextTree>, Option<(PathBuf, PendingMemo)>);
+
 /// The build context's tree, hashed through the stat memo when a step reads it, and the memo's
 /// update: written while the build runs, as it means an fsync and nothing in the build reads it.
 fn hash_context(
@@ -230,7 +234,7 @@ fn hash_context(
     store: &Store,
     matcher: &IgnoreMatcher,
     uses_context: bool,
-) -> Result<(Option<ContextTree>, Option<(PathBuf, PendingMemo)>), BuildError> {
+) -> Result<HashedContext, BuildError> {
     let (Some(dir), true) = (&req.context, uses_context) else {
         return Ok((None, None));
     };
