@@ -12,6 +12,14 @@ fn write(root: &Path, rel: &str, bytes: &[u8]) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// The store's one stat memo file (the tests hash one context per store).
+fn memo_file(store: &Store) -> std::path::PathBuf {
+    let mut memos = store.dir().join("contexts").read_dir().unwrap();
+    let memo = memos.next().unwrap().unwrap().path();
+    assert!(memos.next().is_none(), "one context, one memo");
+    memo
+}
+
 fn sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "src/main.rs", b"fn main() {}");
@@ -295,15 +303,7 @@ fn the_stat_memo_avoids_reads_and_notices_changes() {
     );
 
     // A damaged memo is ignored, not trusted.
-    let memo = store
-        .dir()
-        .join("contexts")
-        .read_dir()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let memo = memo_file(&store);
     std::fs::write(&memo, b"garbage").unwrap();
     let again = ContextHasher::new(ctx.path()).memo(&store).hash().unwrap();
     assert_eq!(again.root_digest(), changed.root_digest());
@@ -321,15 +321,7 @@ fn a_memo_with_nothing_new_is_kept_until_many_of_its_entries_are_stale() {
     let store = Store::open(root.path()).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     ContextHasher::new(ctx.path()).memo(&store).hash().unwrap();
-    let memo = store
-        .dir()
-        .join("contexts")
-        .read_dir()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let memo = memo_file(&store);
     let written = std::fs::read(&memo).unwrap();
     let unchanged = || std::fs::read(&memo).unwrap() == written;
     let hash = || {
